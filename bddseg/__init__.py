@@ -1,0 +1,1 @@
+"""bddseg: the mechanics behind the entry points (data import, models, metrics, sweeps), one idea per module."""
