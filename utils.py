@@ -79,7 +79,8 @@ def resolve_data(name_or_path=None, run=None) -> Path:
         return path.resolve()
     name = name_or_path.split("/")[-1].split(":")[0]
     if is_online(run):
-        ref = name_or_path if ":" in name_or_path else f"{name_or_path}:latest"
+        ref = name_or_path if "/" in name_or_path else f"{params.WANDB_PROJECT}/{name_or_path}"  # data step's project
+        ref = ref if ":" in ref else f"{ref}:latest"
         try:
             return Path(run.use_artifact(ref).download()).resolve()
         except Exception as e:  # fall back to the local folder, but say so
