@@ -1,0 +1,83 @@
+"""Two agents sharing one sweep through a real PostgreSQL server, set up the way the README tells users to.
+
+The fixture starts a throwaway cluster of Debian's `postgresql` (initdb + pg_ctl, as the `postgres` user when
+run as root) on a free loopback port, creates a role with a password and a database it owns (the README's
+`createuser` / `createdb` steps), and the agents get `--storage postgresql://user:password@127.0.0.1:port/db`.
+BDDSEG_TEST_POSTGRES_URL points the test at an existing server instead.
+"""
+import glob
+import itertools
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+from fake_programs.sweep_helpers import start_agent, trials, write_config
+
+import sweep
+from bddseg.sweeper.study import best_trial
+
+PASSWORD = "sweep-secret"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    if os.environ.get("BDDSEG_TEST_POSTGRES_URL"):
+        yield os.environ["BDDSEG_TEST_POSTGRES_URL"]
+        return
+    initdb = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not initdb:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL server binaries missing in CI: .ci/run must call `bash .ci/postgres.sh` first")
+        pytest.skip("PostgreSQL server binaries not found (/usr/lib/postgresql/*/bin): "
+                    "sudo apt-get install postgresql, or bash .ci/postgres.sh")
+    bindir = Path(initdb[-1]).parent
+    root = Path(tempfile.mkdtemp(prefix="bddseg-pg-"))
+    as_postgres = []
+    if os.geteuid() == 0:  # the server refuses to run as root
+        shutil.chown(root, "postgres", "postgres")
+        as_postgres = ["runuser", "-u", "postgres", "--"]
+
+    def pg(tool, *args):
+        subprocess.run(as_postgres + [str(bindir / tool), *map(str, args)], check=True, capture_output=True,
+                       timeout=120)
+
+    port, data = free_port(), root / "data"
+    pg("initdb", "-D", data, "-U", "postgres", "--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync",
+       "-E", "UTF8", "--locale=C")
+    pg("pg_ctl", "-D", data, "-l", root / "server.log", "-w", "-t", "60", "start",
+       "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off")
+    try:
+        pg("psql", "-h", root, "-p", port, "-U", "postgres", "-c", f"CREATE ROLE bddseg LOGIN PASSWORD '{PASSWORD}'")
+        pg("createdb", "-h", root, "-p", port, "-U", "postgres", "-O", "bddseg", "bddseg_sweeps")
+        yield f"postgresql://bddseg:{PASSWORD}@127.0.0.1:{port}/bddseg_sweeps"
+    finally:
+        pg("pg_ctl", "-D", data, "-m", "fast", "-w", "stop")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_two_agents_share_a_grid_through_postgres(tmp_path, postgres_url, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    path = write_config(tmp_path / "pg.yaml", {"x": {"values": [0.1, 0.2, 0.3, 0.4]}, "sleep": {"values": [0.1, 0.2]}},
+                        method="grid", name="pg-grid")
+    assert sweep.main(["--storage", postgres_url, "create", str(path)]) == 0
+    sid = capsys.readouterr().out.split("Created sweep with ID: ")[1].split()[0]
+    agents = [start_agent(["agent", sid, "--storage", postgres_url], tmp_path, f"pg{i}.log") for i in range(2)]
+    assert [a.wait(timeout=180) for a in agents] == [0, 0], (tmp_path / "pg0.log").read_text()
+    ts = trials(postgres_url, sid)
+    combos = sorted((t.user_attrs["config"]["x"], t.user_attrs["config"]["sleep"]) for t in ts)
+    assert combos == sorted(itertools.product([0.1, 0.2, 0.3, 0.4], [0.1, 0.2]))  # each exactly once
+    assert all(t.state.name == "COMPLETE" for t in ts) and len({t.user_attrs["agent"] for t in ts}) == 2
+    logs = "".join((tmp_path / f"pg{i}.log").read_text() for i in range(2))
+    assert "bddseg:***@127.0.0.1" in logs and PASSWORD not in logs  # the password is never printed
+    best = best_trial("pg-grid", postgres_url)
+    assert best["params"]["x"] == 0.4 and best["value"] == pytest.approx(0.42)
