@@ -6,6 +6,9 @@ PIP_NOISE := is ignored: it is neither a file nor a directory
 
 .PHONY: demo test venv clean
 
+clean:  ## remove generated outputs (datasets, checkpoints, W&B runs, sweeps, reports); keeps .venv
+	rm -rf artifacts models eval wandb sweeps_db reports bench/out
+
 venv: .venv/.installed
 
 .venv/.installed: requirements.txt
@@ -14,8 +17,14 @@ venv: .venv/.installed
 	@$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt 2>&1 | { grep -v "$(PIP_NOISE)" || true; }
 	@touch $@
 
+# The main job on the embedded synthetic data, sized for ~10 minutes on 2 CPU cores (time budgets, not epochs).
 demo: venv
 	$(PY) data/prepare.py
+	$(PY) train.py --arch resnet18 --img_size 96 --time_budget 2.5
+	$(PY) sweep.py sweep.yaml --name demo --count 3 --param img_size=64 --param time_budget=0.75
+	$(PY) eval.py --sweep demo
+	$(PY) sweep.py report demo
+	@$(PY) -m bddseg.outputs
 
 test: venv
 	$(PY) -m pytest -q tests

@@ -25,6 +25,7 @@ ARTIFACTS_DIR = Path(os.environ.get("BDDSEG_ARTIFACTS", ROOT / "artifacts"))
 MODELS_DIR = Path(os.environ.get("BDDSEG_MODELS", ROOT / "models"))
 EVAL_DIR = Path(os.environ.get("BDDSEG_EVAL", ROOT / "eval"))
 SWEEPS_DIR = Path(os.environ.get("BDDSEG_SWEEPS", ROOT / "sweeps_db"))
+REPORTS_DIR = Path(os.environ.get("BDDSEG_REPORTS", ROOT / "reports"))
 
 # ImageNet statistics (encoders trained from scratch use them too, so checkpoints stay comparable)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

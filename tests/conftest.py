@@ -10,12 +10,16 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import params  # noqa: E402
 from bddseg import layout  # noqa: E402
+
+OUTPUT_DIRS = {"ARTIFACTS_DIR": "BDDSEG_ARTIFACTS", "MODELS_DIR": "BDDSEG_MODELS", "EVAL_DIR": "BDDSEG_EVAL",
+               "SWEEPS_DIR": "BDDSEG_SWEEPS", "REPORTS_DIR": "BDDSEG_REPORTS"}
 
 
 @pytest.fixture(autouse=True)
 def hermetic_env(tmp_path_factory, monkeypatch):
-    """Every test: W&B offline into a temp dir, outputs under temp dirs, no real API key or netrc visible."""
+    """Every test: W&B offline into a temp dir, params output folders under temp dirs, no API key or netrc visible."""
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("NETRC", str(home / ".netrc"))
@@ -24,6 +28,10 @@ def hermetic_env(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("WANDB_DIR", str(tmp_path_factory.mktemp("wandb")))
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    outputs = tmp_path_factory.mktemp("outputs")  # nothing a test does lands in the repo's output folders
+    for attr, env in OUTPUT_DIRS.items():
+        monkeypatch.setattr(params, attr, outputs / attr.lower())
+        monkeypatch.setenv(env, str(outputs / attr.lower()))
     yield
 
 

@@ -241,7 +241,7 @@ def cli(argv, capsys) -> str:
 
 def test_status_and_self_contained_report(tmp_path, db, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("BDDSEG_REPORTS", str(tmp_path / "reports"))
+    monkeypatch.setattr(params, "REPORTS_DIR", tmp_path / "reports")
     path = write_config(tmp_path / "r.yaml", {"x": {"values": [0.9, 0.7, 0.1]}, "arch": {"values": ["a", "b"]},
                                               "epochs": {"value": 4}, "sleep": {"value": 0.05}}, method="grid",
                         early_terminate={"type": "hyperband", "min_iter": 1, "eta": 2}, name="reported")

@@ -4,7 +4,6 @@ What the W&B sweep page shows: metric over time, parallel coordinates, parameter
 with the metric, per-categorical mean/max, the table of trials, and the best trial's exact command line.
 """
 import html
-import os
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +20,8 @@ META = {"trial", "state", "value", "reports", "duration_s", "start", "error", "r
 
 
 def reports_dir() -> Path:
-    """Default folder for reports: BDDSEG_REPORTS, else reports/ at the project root (gitignored)."""
-    return Path(os.environ.get("BDDSEG_REPORTS", params.ROOT / "reports"))
+    """Default folder for reports: params.REPORTS_DIR (BDDSEG_REPORTS, else reports/ at the project root)."""
+    return Path(params.REPORTS_DIR)
 
 
 def default_path(sweep_id: str) -> Path:

@@ -1,0 +1,79 @@
+"""Where and in which precision to run: device choice, CPU threads, the autocast rule and its fastai callback.
+
+The rule (train and eval share it): CUDA -> bf16 autocast when the GPU supports it, else fp16 with a GradScaler;
+CPU -> bf16 autocast when the CPU has native bf16 (AVX512-BF16/AMX), else fp32.
+"""
+import os
+from contextlib import nullcontext
+
+import torch
+from fastai.callback.fp16 import MixedPrecision
+from fastai.torch_core import L
+from torch.amp import GradScaler
+
+
+def get_device(name=None) -> torch.device:
+    """torch device: `name` if given, else CUDA when available, else CPU."""
+    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def set_threads(n=None) -> int:
+    """Use one intra-op thread per CPU this process may run on (cgroup/affinity aware); returns the count."""
+    n = n or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    torch.set_num_threads(n)
+    return n
+
+
+def cpu_has_bf16() -> bool:
+    """True when this CPU runs bf16 matmuls/convolutions natively (oneDNN's own check, else /proc/cpuinfo flags)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except Exception:
+        try:
+            flags = open("/proc/cpuinfo").read()
+        except OSError:
+            return False
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def amp_dtype(device, enabled=True):
+    """The autocast dtype the rule picks for `device`, or None for full fp32."""
+    device = torch.device(device)
+    if not enabled:
+        return None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu":
+        return torch.bfloat16 if cpu_has_bf16() else None
+    return None
+
+
+def autocast_context(device, enabled=True):
+    """Context manager for inference/forward passes under the project's mixed-precision rule."""
+    device = torch.device(device)
+    dtype = amp_dtype(device, enabled)
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+def precision_name(device, enabled=True) -> str:
+    """'bf16', 'fp16' or 'fp32': what `autocast_context` will do on `device` (for logs and configs)."""
+    dtype = amp_dtype(device, enabled)
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
+
+
+def use_channels_last(device) -> bool:
+    """channels_last on CUDA only: on CPU (oneDNN, bf16 and fp32) a U-Net step measured about 2x slower with it."""
+    return torch.device(device).type == "cuda"
+
+
+class AutocastMixedPrecision(MixedPrecision):
+    """fastai's MixedPrecision for any device type: forward + loss under autocast, GradScaler only for fp16."""
+
+    def __init__(self, device, dtype, **kwargs):
+        super().__init__(**kwargs)
+        self.device_type, self.dtype = torch.device(device).type, dtype
+
+    def before_fit(self):
+        self.kwargs["enabled"] = self.dtype == torch.float16
+        self.autocast = torch.autocast(self.device_type, dtype=self.dtype)
+        self.learn.scaler, self.scales = GradScaler(self.device_type, **self.kwargs), L()

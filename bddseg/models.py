@@ -1,0 +1,247 @@
+"""Encoder registry + a compact U-Net: a skip at every encoder resolution, normalisation inside the model.
+
+`build_model("resnet18", 7)` or `build_model("timm/convnext_tiny", 7)` -> (model, info). The model takes float
+NCHW images in [0, 1] of any size and returns logits of the same height and width.
+
+Why not fastai's DynamicUnet: its middle conv doubles the encoder's last width, so resnet50 becomes a 339M-parameter
+U-Net (resnet18: 31M); this decoder keeps a fixed width per resolution (resnet18: 14M, resnet50: 33M).
+"""
+import os
+import sys
+from functools import partial
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import params
+import utils  # sets HF_HUB_OFFLINE=1 before timm/huggingface_hub load: offline timm must fail fast, not retry
+from utils import UserError
+
+TIMM_PREFIX = "timm/"
+PROBE_PX = 128  # square probe image used to find an encoder's stages (every /32 stage stays >= 4 px)
+
+
+def warn(msg):
+    """One warning line on stderr."""
+    print(f"warning: {msg}", file=sys.stderr, flush=True)
+
+
+def hub_file(url) -> Path:
+    """Where torch.hub caches the weights file of `url`: $TORCH_HOME/hub/checkpoints/<file name>."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+
+
+# ---------------------------------------------------------------- encoders: image -> list of stage features
+class Stages(nn.Module):
+    """An encoder made of sequential stages; returns every stage's output (one per resolution)."""
+
+    def __init__(self, stages):
+        super().__init__()
+        self.stages = nn.ModuleList(stages)
+
+    def forward(self, x):
+        feats = []
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        return feats
+
+
+@torch.no_grad()
+def split_stages(layers) -> Stages:
+    """Group consecutive layers (in eval mode) by output resolution: each stage ends right before a downsampling."""
+    x, groups, size = torch.zeros(1, 3, PROBE_PX, PROBE_PX), [], None
+    for layer in layers:
+        x = layer(x)
+        if x.shape[-2:] != size:
+            groups.append([])
+            size = x.shape[-2:]
+        groups[-1].append(layer)
+    return Stages([nn.Sequential(*g) for g in groups])
+
+
+def cached_hub_file(url, what):
+    """The torch.hub-cached file for `url` (never downloads), or None after one warning line."""
+    path = hub_file(url)
+    if path.is_file():
+        return path
+    warn(f"no pretrained weights for {what}: {path} is missing (put {url} there); training from random init")
+    return None
+
+
+def load_hub_weights(model, url, what) -> bool:
+    """Load the torch.hub-cached weights for `url` into `model`; False (one warning line) when not possible."""
+    path = cached_hub_file(url, what)
+    if path is None:
+        return False
+    try:
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))  # tensors only, no code
+    except Exception as e:  # corrupt or foreign file: say so, keep going from random init
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        warn(f"pretrained weights {path} for {what} unreadable ({type(e).__name__}: {first}); replace it with {url}; "
+             f"training from random init")
+        return False
+    return True
+
+
+def torchvision_encoder(name, body, pretrained):
+    """A torchvision classifier cut into resolution stages; `body(model)` lists its feature layers in order."""
+    import torchvision
+    weights = torchvision.models.get_model_weights(name).DEFAULT
+    model = torchvision.models.get_model(name, weights=None)
+    loaded = pretrained and load_hub_weights(model, weights.url, f"torchvision {name}")
+    tf = weights.transforms()
+    return split_stages(body(model.eval())), tf.mean, tf.std, loaded
+
+
+def timm_encoder(name, pretrained):
+    """A timm model with features_only=True (one output per feature level) and its pretrained_cfg mean/std."""
+    import huggingface_hub.constants
+    import timm
+    from timm.models import get_pretrained_cfg
+    if os.environ.get("HF_HUB_OFFLINE") == "1":  # the hub was imported before utils set the variable: honour it
+        huggingface_hub.constants.HF_HUB_OFFLINE = True
+    if not timm.is_model(name):
+        raise UserError(f"unknown timm model {name!r} (names as in timm.list_models(), e.g. timm/resnet18)")
+    try:
+        cfg = get_pretrained_cfg(name)
+    except RuntimeError as e:  # invalid pretrained tag
+        raise UserError(f"timm model {name!r}: {e}") from None
+    repo, url = (cfg.hf_hub_id, cfg.url) if cfg else (None, None)
+    loaded = pretrained
+    if pretrained and not repo:  # timm would fetch a plain URL: only let it when torch.hub has the file
+        loaded = bool(url) and cached_hub_file(url, f"timm {name}") is not None
+        if not url:
+            warn(f"timm {name} has no pretrained weights; training from random init")
+    try:
+        model = timm.create_model(name, features_only=True, pretrained=loaded)
+    except Exception as e:
+        if not loaded:
+            raise UserError(f"timm model {name!r} cannot serve as a U-Net encoder: {e}") from None
+        model = timm_encoder(name, False)[0]  # same build without weights (raises UserError if that fails too)
+        where = (f"hub repo {repo} is not in the Hugging Face cache {huggingface_hub.constants.HF_HUB_CACHE} "
+                 f"(`hf download {repo}` where there is internet, copy that cache here, or set HF_HUB_OFFLINE=0)"
+                 if repo else f"{hub_file(url)} is unreadable (replace it with {url})")
+        warn(f"no pretrained weights for timm {name} ({type(e).__name__}): {where}; training from random init")
+        loaded = False
+    cfg = model.pretrained_cfg or {}
+    return model, cfg.get("mean", params.IMAGENET_MEAN), cfg.get("std", params.IMAGENET_STD), loaded
+
+
+def resnet(m):
+    return [m.conv1, m.bn1, m.relu, m.maxpool, m.layer1, m.layer2, m.layer3, m.layer4]
+
+
+def features(m):
+    return list(m.features)
+
+
+def features_no_head(m):
+    return list(m.features)[:-1]  # drop the classifier's final 1x1 width expansion (1280/576/960 channels)
+
+
+def regnet(m):
+    return [m.stem, *m.trunk_output]
+
+
+ARCHS = {name: partial(torchvision_encoder, name, body) for name, body in [
+    ("resnet18", resnet), ("resnet34", resnet), ("resnet50", resnet), ("convnext_tiny", features),
+    ("regnet_x_400mf", regnet), ("regnet_y_400mf", regnet),
+    ("mobilenet_v3_small", features_no_head), ("mobilenet_v3_large", features_no_head),
+    ("efficientnet_b0", features_no_head),
+]}  # plus "timm/<any timm model name>" (get_encoder); other torchvision models of these families: one line each
+
+
+def get_encoder(arch):
+    """The encoder factory for a registry name or `timm/<name>`; UserError for anything else."""
+    if arch in ARCHS:
+        return ARCHS[arch]
+    if arch.startswith(TIMM_PREFIX) and len(arch) > len(TIMM_PREFIX):
+        return partial(timm_encoder, arch[len(TIMM_PREFIX):])
+    raise UserError(f"unknown arch {arch!r}: use one of {', '.join(ARCHS)} or timm/<timm model name>")
+
+
+@torch.no_grad()
+def probe(encoder):
+    """(channels, reductions) of the encoder's outputs for a PROBE_PX square image (eval mode: stats untouched)."""
+    encoder.eval()
+    feats = encoder(torch.zeros(1, 3, PROBE_PX, PROBE_PX))
+    return [f.shape[1] for f in feats], [round(PROBE_PX / f.shape[-2]) for f in feats]
+
+
+# ---------------------------------------------------------------- decoder
+def conv_bn_relu(ni, nf):
+    return nn.Sequential(nn.Conv2d(ni, nf, 3, padding=1, bias=False), nn.BatchNorm2d(nf), nn.ReLU(inplace=True))
+
+
+def decoder_width(reduction):
+    """Decoder channels at a resolution: 16 at full size, doubling per halving, at most 256 (as in fastai's U-Nets)."""
+    return min(256, 16 * reduction)
+
+
+class UpBlock(nn.Module):
+    """Upsample to the skip's size (any size, not only x2), concatenate the skip, two conv-bn-relu."""
+
+    def __init__(self, ni, skip_c, nf):
+        super().__init__()
+        self.convs = nn.Sequential(conv_bn_relu(ni + skip_c, nf), conv_bn_relu(nf, nf))
+
+    def forward(self, x, skip):
+        x = F.interpolate(x, size=skip.shape[-2:], mode="nearest")
+        return self.convs(torch.cat([x, skip.to(x.dtype)], 1))
+
+
+class Unet(nn.Module):
+    """Normalise, encode, then one UpBlock per encoder resolution (deep to shallow) and one at full size with the
+    input image as the last skip; a 1x1 conv gives the class logits."""
+
+    def __init__(self, encoder, channels, reductions, n_classes, mean, std):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+        self.encoder = encoder
+        # one feature per resolution: the last of any run with the same reduction
+        self.keep = [i for i, r in enumerate(reductions) if i + 1 == len(reductions) or reductions[i + 1] != r]
+        chans, reds = [channels[i] for i in self.keep], [reductions[i] for i in self.keep]
+        self.blocks, ni = nn.ModuleList(), chans[-1]
+        for c, r in zip(chans[-2::-1], reds[-2::-1]):
+            self.blocks.append(UpBlock(ni, c, decoder_width(r)))
+            ni = decoder_width(r)
+        self.final = UpBlock(ni, 3, decoder_width(1))
+        self.head = nn.Conv2d(decoder_width(1), n_classes, 1)
+
+    def forward(self, x):
+        x = (x - self.mean) / self.std
+        feats = self.encoder(x)
+        feats = [feats[i] for i in self.keep]
+        y = feats[-1]
+        for block, skip in zip(self.blocks, feats[-2::-1]):
+            y = block(y, skip)
+        return self.head(self.final(y, x))
+
+
+def build_model(arch: str, n_classes: int, pretrained: bool = True):
+    """U-Net for a registered encoder -> (model in train mode, info dict)."""
+    if int(n_classes) < 1:
+        raise UserError(f"n_classes must be >= 1, got {n_classes}")
+    encoder, mean, std, loaded = get_encoder(arch)(pretrained)
+    try:
+        channels, reductions = probe(encoder)
+    except Exception as e:
+        raise UserError(f"arch {arch!r}: the encoder cannot run on a {PROBE_PX}px image ({e})") from None
+    model = Unet(encoder, channels, reductions, int(n_classes), mean, std).train()
+    info = dict(arch=arch, mean=[float(v) for v in mean], std=[float(v) for v in std], pretrained_loaded=bool(loaded),
+                encoder_channels=[channels[i] for i in model.keep],
+                encoder_reductions=[reductions[i] for i in model.keep],
+                params=sum(p.numel() for p in model.parameters()))
+    return model, info
+
+
+def param_groups(model):
+    """[encoder params, decoder + head params]: a fastai splitter (freeze() trains only the second group)."""
+    enc = list(model.encoder.parameters())
+    ids = {id(p) for p in enc}
+    return [enc, [p for p in model.parameters() if id(p) not in ids]]

@@ -1,0 +1,195 @@
+"""The local evaluation report: metrics.json, confusion matrices, pixel shares, per-image overlays and index.html.
+
+Everything is written into one folder (eval.py hands in a temp folder that is renamed on success). index.html is
+plain, self-contained HTML (no scripts, no CDN) that references only files written here, by relative path.
+"""
+import html
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure  # no pyplot: no global backend switch, notebooks keep inline figures
+from PIL import Image
+from sklearn.metrics import ConfusionMatrixDisplay
+
+import params
+from utils import write_json
+
+IMAGES = "images"      # per-image PNGs: <stem>.png (input), <stem>_true.png, <stem>_pred.png (overlays)
+MASKS = "masks"        # raw predicted class ids at the mask's own resolution: <stem>.png
+CM_PNG, CM_COUNTS_PNG, CM_CSV = "confusion_matrix.png", "confusion_matrix_counts.png", "confusion_matrix.csv"
+SHARE_CSV, PREDS_CSV, METRICS_JSON, INFO_JSON = "pixel_share.csv", "predictions.csv", "metrics.json", "eval.json"
+INDEX = "index.html"
+THUMB_WIDTH = 384      # overlays are written at most this wide
+
+
+def palette() -> np.ndarray:
+    """256x3 uint8 lookup table: class id -> colour (params.CLASS_COLORS, 255 = ignore)."""
+    lut = np.zeros((256, 3), np.uint8)
+    for k, rgb in params.CLASS_COLORS.items():
+        lut[k] = rgb
+    return lut
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Blend class colours over an RGB uint8 image (same HxW); ignore pixels are left as the image."""
+    color = palette()[mask].astype(np.float32)
+    out = image.astype(np.float32)
+    keep = (mask != params.IGNORE)[..., None]
+    out = np.where(keep, (1 - alpha) * out + alpha * color, out)
+    return out.round().clip(0, 255).astype(np.uint8)
+
+
+def thumbnail_size(h: int, w: int, max_width: int = THUMB_WIDTH) -> tuple:
+    """(h, w) scaled down to at most max_width wide, aspect kept."""
+    if w <= max_width:
+        return h, w
+    return max(1, round(h * max_width / w)), max_width
+
+
+def read_thumbnail(path, size) -> np.ndarray:
+    """RGB uint8 image file decoded straight to size=(h, w) (JPEG: at a reduced DCT scale first, so it is cheap)."""
+    h, w = size
+    with Image.open(path) as im:
+        im.draft("RGB", (w, h))
+        return np.asarray(im.convert("RGB").resize((w, h), Image.BILINEAR))
+
+
+def thumbnails(image: np.ndarray, true: np.ndarray, pred: np.ndarray) -> tuple:
+    """(image, true mask, predicted mask) at one thumbnail size (at most THUMB_WIDTH wide, the masks' aspect)."""
+    h, w = thumbnail_size(*true.shape)
+    img = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+    true_t = np.asarray(Image.fromarray(true.astype(np.uint8)).resize((w, h), Image.NEAREST))
+    pred_t = np.asarray(Image.fromarray(pred.astype(np.uint8)).resize((w, h), Image.NEAREST))
+    return img, true_t, pred_t
+
+
+def save_example(folder, stem: str, img_t, true_t, pred_t, pred: np.ndarray) -> dict:
+    """Write the input thumbnail, the true and predicted overlays and the raw prediction; return relative paths."""
+    folder = Path(folder)
+    (folder / IMAGES).mkdir(exist_ok=True)
+    (folder / MASKS).mkdir(exist_ok=True)
+    paths = {"image": f"{IMAGES}/{stem}.png", "true": f"{IMAGES}/{stem}_true.png",
+             "pred": f"{IMAGES}/{stem}_pred.png", "mask": f"{MASKS}/{stem}.png"}
+    arrays = {"mask": pred, "image": img_t, "true": overlay(img_t, true_t), "pred": overlay(img_t, pred_t)}
+    for key, arr in arrays.items():
+        Image.fromarray(arr.astype(np.uint8)).save(folder / paths[key], compress_level=1)  # many files: fast zlib
+    return paths
+
+
+def normalize_by_pred(cm: np.ndarray) -> np.ndarray:
+    """Confusion matrix (rows true, columns predicted) with each predicted column summing to 1 (0 if empty)."""
+    cm = np.asarray(cm, np.float64)
+    col = cm.sum(axis=0, keepdims=True)
+    return np.divide(cm, col, out=np.zeros_like(cm), where=col > 0)
+
+
+def plot_confusion(cm: np.ndarray, names: list, path, normalized: bool) -> Path:
+    """Save the pixel confusion matrix as a PNG: normalised by prediction (as the course did) or raw counts."""
+    values = normalize_by_pred(cm) if normalized else np.asarray(cm)
+    fig = Figure(figsize=(1.1 * len(names) + 2.5, 1.0 * len(names) + 2))
+    ax = fig.subplots()
+    ConfusionMatrixDisplay(values, display_labels=names).plot(
+        ax=ax, cmap="Blues", colorbar=True, values_format=".2f" if normalized else ".3g", xticks_rotation=45)
+    ax.set_title("pixels, normalised by prediction (columns sum to 1)" if normalized else "pixels, raw counts")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return Path(path)
+
+
+def pixel_share(cm: np.ndarray, names: list) -> pd.DataFrame:
+    """Per class: true and predicted pixel counts and shares over the scored (non-ignore) pixels."""
+    cm = np.asarray(cm, np.int64)
+    true, pred = cm.sum(axis=1), cm.sum(axis=0)
+    total = max(int(cm.sum()), 1)
+    return pd.DataFrame({"class": names, "true_pixels": true, "pred_pixels": pred,
+                         "true_share": true / total, "pred_share": pred / total})
+
+
+def worst_first(df: pd.DataFrame, key: str = "person_iou") -> pd.DataFrame:
+    """Predictions table sorted by `key` ascending (worst first); images without that class (nan) last."""
+    if key not in df:
+        return df.reset_index(drop=True)
+    return df.sort_values(key, ascending=True, na_position="last", kind="stable").reset_index(drop=True)
+
+
+def _fmt(v) -> str:
+    """A table cell: floats with 3 decimals, nan as an en dash."""
+    if isinstance(v, (float, np.floating)):
+        return "&ndash;" if math.isnan(v) else f"{v:.3f}"
+    return html.escape(str(v))
+
+
+def _table(df: pd.DataFrame) -> str:
+    """A DataFrame as a plain HTML table."""
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    body = "".join("<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in row) + "</tr>"
+                   for row in df.itertuples(index=False))
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _img(folder: Path, rel: str, alt: str, width=None) -> str:
+    """An <img> tag for a file inside the report folder, or a note when the file does not exist."""
+    if not rel or not (folder / rel).is_file():
+        return "<em>(no image)</em>"
+    w = f' width="{width}"' if width else ""
+    return f'<a href="{html.escape(rel)}"><img src="{html.escape(rel)}" alt="{html.escape(alt)}"{w} loading="lazy"></a>'
+
+
+STYLE = """body{font-family:sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;margin:.5em 0 1.5em}
+td,th{border:1px solid #ccc;padding:3px 7px;text-align:right;font-size:13px}th{background:#f3f3f3}
+td:first-child,th:first-child{text-align:left}.legend span{display:inline-block;padding:2px 8px;margin:2px;
+color:#fff;text-shadow:0 0 2px #000;font-size:13px}"""
+
+
+def write_index(folder, title: str, info: dict, per_class: pd.DataFrame, overall: dict,
+                preds: pd.DataFrame, class_names: list) -> Path:
+    """index.html: summary, per-class table, confusion matrices, pixel shares and the predictions table."""
+    folder = Path(folder)
+    legend = "".join(f'<span style="background:rgb{params.CLASS_COLORS[i]}">{html.escape(n)}</span>'
+                     for i, n in enumerate(class_names))
+    info_rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{_fmt(v)}</td></tr>" for k, v in info.items())
+    overall_rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{_fmt(v)}</td></tr>" for k, v in overall.items())
+    iou_cols = [c for c in preds.columns if c.endswith("_iou") or c in ("miou", "pixel_acc")]
+    rows = []
+    for r in preds.to_dict("records"):
+        cells = "".join(f"<td>{_fmt(r[c])}</td>" for c in iou_cols)
+        imgs = "".join(f"<td>{_img(folder, r.get(k), str(r['file']) + ' ' + k)}</td>"
+                       for k in ("image", "true", "pred"))
+        rows.append(f"<tr><td>{html.escape(str(r['file']))}</td>{cells}{imgs}</tr>")
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in ["file", *iou_cols, "image", "true mask", "predicted mask"])
+    cms = "".join(_img(folder, f, f, width=520) for f in (CM_PNG, CM_COUNTS_PNG))
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>{STYLE}</style></head><body>
+<h1>{html.escape(title)}</h1>
+<table>{info_rows}</table>
+<h2>Overall</h2><table>{overall_rows}</table>
+<h2>Per class</h2>{_table(per_class)}
+<p>Shares are over scored pixels (ignore = 255 excluded). Files: <a href="{METRICS_JSON}">{METRICS_JSON}</a>,
+<a href="{SHARE_CSV}">{SHARE_CSV}</a>, <a href="{CM_CSV}">{CM_CSV}</a>, <a href="{PREDS_CSV}">{PREDS_CSV}</a>.</p>
+<h2>Confusion matrix (pixels)</h2>{cms}
+<h2>Predictions, worst person IoU first ({len(preds)} images)</h2>
+<p class="legend">{legend}</p>
+<table><tr>{head}</tr>{''.join(rows)}</table>
+</body></html>
+"""
+    path = folder / INDEX
+    path.write_text(page)
+    return path
+
+
+def write_report(folder, title: str, info: dict, metrics: dict, cm: np.ndarray, class_names: list,
+                 per_class: pd.DataFrame, preds: pd.DataFrame, overall: dict) -> Path:
+    """Write metrics.json, eval.json, confusion matrices (PNG + CSV), pixel_share.csv, predictions.csv, index.html."""
+    folder = Path(folder)
+    write_json(folder / METRICS_JSON, {k: (None if isinstance(v, float) and math.isnan(v) else v)
+                                       for k, v in metrics.items()})
+    write_json(folder / INFO_JSON, info)
+    plot_confusion(cm, class_names, folder / CM_PNG, normalized=True)
+    plot_confusion(cm, class_names, folder / CM_COUNTS_PNG, normalized=False)
+    pd.DataFrame(np.asarray(cm, np.int64), index=pd.Index(class_names, name="true \\ pred"),
+                 columns=class_names).to_csv(folder / CM_CSV)
+    pixel_share(cm, class_names).to_csv(folder / SHARE_CSV, index=False)
+    preds.to_csv(folder / PREDS_CSV, index=False)
+    return write_index(folder, title, info, per_class, overall, preds, class_names)

@@ -1,0 +1,277 @@
+"""eval.py: metrics equal an independent computation, the report folder is complete, --tta, bad input, offline W&B."""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+import eval as evaluate
+import params
+import utils
+from bddseg import layout, report, runs
+from bddseg.checkpoint import WEIGHTS, load_checkpoint, save_checkpoint
+from bddseg.models import build_model
+
+ROOT = Path(__file__).resolve().parents[1]
+NAMES = list(params.BDD_CLASSES.values())
+KEYS = [params.class_key(n) for n in NAMES]
+REPORT_FILES = [report.METRICS_JSON, report.INFO_JSON, report.CM_PNG, report.CM_COUNTS_PNG, report.CM_CSV,
+                report.SHARE_CSV, report.PREDS_CSV, report.INDEX]
+
+
+def make_checkpoint(folder, data, frame=(64, 112), miou=0.5, run_id="abc123", seed=0):
+    """A real resnet18 U-Net (head scaled up so predictions cover several classes) saved with a train-style meta."""
+    torch.manual_seed(seed)
+    model, info = build_model("resnet18", len(NAMES), pretrained=False)
+    head = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    with torch.no_grad():
+        head.weight.mul_(30)
+        head.bias.zero_()
+    name = f"resnet18-img{frame[0]}-test"
+    meta = {"arch": "resnet18", "n_classes": len(NAMES), "classes": {str(k): v for k, v in params.BDD_CLASSES.items()},
+            "ignore_index": params.IGNORE, "img_size": frame[0], "frame_size": list(frame), "dataset": Path(data).name,
+            "data_path": str(data), "run_id": run_id, "run_name": name, "project": "unet-tiny",
+            "metrics": {"miou": miou}, "epoch": 1, "config": {"arch": "resnet18", "lr": 2e-3, "data": str(data)}}
+    return save_checkpoint(Path(folder) / f"unet-{Path(data).name}" / f"{name}-{run_id}", model, meta)
+
+
+def run_eval(argv, capsys=None):
+    """eval.main in process through run_cli; returns (exit code, stderr)."""
+    try:
+        utils.run_cli(evaluate.main, argv)
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    return code, (capsys.readouterr().err if capsys else "")
+
+
+def copy_dataset(src, dst, edit_split=None, classes=None):
+    """Copy a dataset folder, optionally filtering its split rows and/or changing the manifest's classes."""
+    shutil.copytree(src, dst)
+    if edit_split is not None:
+        df = pd.read_csv(dst / layout.SPLIT_CSV)
+        edit_split(df).to_csv(dst / layout.SPLIT_CSV, index=False)
+        layout.write_manifest(dst, name=dst.name, type="split_data", source="tests")
+    if classes is not None:
+        m = json.loads((dst / layout.MANIFEST).read_text())
+        m["classes"] = classes
+        (dst / layout.MANIFEST).write_text(json.dumps(m))
+    return dst
+
+
+def independent(ckpt, data, split="test"):
+    """Expected metrics: fp32 forward of the checkpoint's model on the raw images (no resize), sklearn metrics."""
+    model, _ = load_checkpoint(ckpt)
+    df = layout.read_split(data, split)
+    preds, trues, loss_sum = [], [], 0.0
+    with torch.no_grad():
+        for img_file, label_file in zip(df.image, df.label):
+            x = torch.from_numpy(np.asarray(Image.open(img_file).convert("RGB"))).permute(2, 0, 1)[None].float() / 255
+            y = torch.from_numpy(np.asarray(Image.open(label_file))).long()
+            logits = model(x)
+            loss_sum += F.cross_entropy(logits, y[None], ignore_index=params.IGNORE, reduction="sum").item()
+            preds.append(logits.argmax(1)[0].numpy())
+            trues.append(y.numpy())
+    p, t = np.concatenate([a.ravel() for a in preds]), np.concatenate([a.ravel() for a in trues])
+    keep = t != params.IGNORE
+    p, t = p[keep], t[keep]
+    cm = confusion_matrix(t, p, labels=range(len(NAMES)))
+    inter, union = np.diag(cm), cm.sum(0) + cm.sum(1) - np.diag(cm)
+    iou = np.where(union > 0, inter / np.maximum(union, 1), np.nan)
+    prec, rec, f1, _ = precision_recall_fscore_support(t, p, labels=range(len(NAMES)), zero_division=0)
+    exp = {f"{split}_miou": np.nanmean(iou), f"{split}_pixel_acc": (p == t).mean(),
+           f"{split}_loss": loss_sum / keep.sum()}
+    for k, *values in zip(KEYS, iou, prec, rec, f1):
+        exp.update({f"{split}_{k}_{s}": v for s, v in zip(("iou", "precision", "recall", "f1"), values)})
+    return exp, preds, list(df.File_Name), cm
+
+
+def check_close(got, exp):
+    """Every expected key present in metrics.json and equal (nan <-> null)."""
+    for k, v in exp.items():
+        assert k in got, k
+        if np.isnan(v):
+            assert got[k] is None, (k, got[k])
+        else:
+            assert got[k] == pytest.approx(float(v), rel=1e-6, abs=1e-9), k
+
+
+def html_refs(index):
+    """Every src/href in index.html."""
+    return re.findall(r'(?:src|href)="([^"]+)"', index.read_text())
+
+
+def test_metrics_match_independent_computation_and_report_is_complete(tiny_dataset, tmp_path, monkeypatch):
+    models, out = tmp_path / "models", tmp_path / "eval"
+    ckpt = make_checkpoint(models, tiny_dataset)
+    monkeypatch.setattr(params, "MODELS_DIR", models)
+    monkeypatch.setattr(params, "EVAL_DIR", out)
+    before = {p: p.stat().st_mtime_ns for p in [*ckpt.iterdir(), *tiny_dataset.rglob("*")] if p.is_file()}
+
+    code, _ = run_eval(["--mixed_precision", "False", "--batch_size", "1", "--num_workers", "0"])  # no model flag
+    assert code == 0
+    folder = out / "resnet18-img64-test-test"
+    got = json.loads((folder / report.METRICS_JSON).read_text())
+    exp, preds, files, cm = independent(ckpt, tiny_dataset)
+    assert len(np.unique(np.concatenate([p.ravel() for p in preds]))) >= 3  # the known model predicts several classes
+    check_close(got, exp)
+    for f, p in zip(files, preds):  # raw predictions written at the mask's resolution
+        assert np.array_equal(np.asarray(Image.open(folder / report.MASKS / f"{Path(f).stem}.png")), p)
+    assert np.array_equal(pd.read_csv(folder / report.CM_CSV, index_col=0).to_numpy(), cm)
+    share = pd.read_csv(folder / report.SHARE_CSV)
+    assert share.true_pixels.tolist() == cm.sum(1).tolist() and share.pred_pixels.tolist() == cm.sum(0).tolist()
+
+    # report folder: every listed file, per-image overlays, index.html referencing only existing files
+    for name in REPORT_FILES:
+        assert (folder / name).is_file(), name
+    table = pd.read_csv(folder / report.PREDS_CSV)
+    assert sorted(table.file) == sorted(files)
+    person = table.person_iou.dropna().tolist()
+    assert person == sorted(person) and table.person_iou.isna().tolist() == sorted(table.person_iou.isna().tolist())
+    refs = html_refs(folder / report.INDEX)
+    for f in files:
+        stem = Path(f).stem
+        for suffix in ("", "_true", "_pred"):
+            assert f"{report.IMAGES}/{stem}{suffix}.png" in refs
+    assert report.CM_PNG in refs and report.CM_COUNTS_PNG in refs
+    assert all((folder / r).is_file() for r in refs), [r for r in refs if not (folder / r).is_file()]
+    assert "http" not in (folder / report.INDEX).read_text()  # self-contained
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp folder left
+    info = json.loads((folder / report.INFO_JSON).read_text())
+    assert Path(info["model_dir"]) == ckpt.resolve() and info["split"] == "test" and info["images"] == 2
+
+    # offline W&B run dir, nothing modified
+    run_dirs = list((Path(os.environ["WANDB_DIR"]) / "wandb").glob("offline-run-*"))
+    assert len(run_dirs) == 1
+    tables = list(run_dirs[0].glob("files/media/table/predictions_*.table.json"))
+    logged = json.loads(tables[0].read_text())
+    assert "iou_person" in logged["columns"] and len(logged["data"]) == len(files)
+    assert [r[0] for r in logged["data"]] == table.file.tolist()  # same worst-first order as the local table
+    after = {p: p.stat().st_mtime_ns for p in before}
+    assert after == before
+
+
+def test_best_local_run_is_chosen_and_found_by_id(tiny_dataset, tmp_path, monkeypatch):
+    models = tmp_path / "models"
+    make_checkpoint(models, tiny_dataset, miou=0.2, run_id="low1")
+    best = make_checkpoint(models, tiny_dataset, frame=(32, 56), miou=0.6, run_id="high2")
+    (models / "unet-x" / "broken").mkdir(parents=True)
+    (models / "unet-x" / "broken" / "meta.json").write_text("{not json")
+    assert runs.best_run(models) == best
+    os.utime(best / "meta.json", (1, 1))  # saved long ago: the other run is the latest
+    assert runs.latest_run(models).name.endswith("low1")
+    assert runs.find_run("low1", models).name.endswith("low1")
+    assert list(runs.list_runs(models).run_id) == ["high2", "low1"]
+    with pytest.raises(utils.UserError, match="nope"):
+        runs.find_run("nope", models)
+    with pytest.raises(utils.UserError, match="no trained model"):
+        runs.best_run(tmp_path / "empty")
+
+
+def test_sweep_option_evaluates_the_best_trial_run_folder(tmp_path, monkeypatch):
+    from bddseg.sweeper import study
+    seen = []
+    monkeypatch.setattr(study, "best_trial", lambda sid, storage=None: seen.append(sid) or {"run_dir": str(tmp_path)})
+    assert evaluate.get_model_dir(evaluate.parse_args(["--sweep", "sw1"])) == tmp_path and seen == ["sw1"]
+    monkeypatch.setattr(study, "best_trial", lambda sid, storage=None: {"run_dir": None})
+    with pytest.raises(utils.UserError, match="sw2"):
+        evaluate.get_model_dir(evaluate.parse_args(["--sweep", "sw2"]))
+
+
+def test_resized_model_input_tta_and_valid_split(tiny_dataset, tmp_path, monkeypatch):
+    """A model trained at another size: predictions come back at the mask size; --tta runs; valid split keys."""
+    ckpt = make_checkpoint(tmp_path / "models", tiny_dataset, frame=(32, 56))
+    code, _ = run_eval(["--model", str(ckpt), "--split", "valid", "--tta", "--out", str(tmp_path / "eval")])
+    assert code == 0
+    folder = tmp_path / "eval" / "resnet18-img32-test-valid-tta"
+    got = json.loads((folder / report.METRICS_JSON).read_text())
+    assert json.loads((folder / report.INFO_JSON).read_text())["tta"] is True
+    # aggregation equals sklearn on the written predictions (at the masks' own 64x112 resolution)
+    df = layout.read_split(tiny_dataset, "valid")
+    t = np.concatenate([np.asarray(Image.open(f)).ravel() for f in df.label])
+    p = np.concatenate([np.asarray(Image.open(folder / report.MASKS / f"{Path(f).stem}.png")).ravel()
+                        for f in df.File_Name])
+    assert p.size == t.size == len(df) * 64 * 112
+    keep = t != params.IGNORE
+    prec, rec, f1, _ = precision_recall_fscore_support(t[keep], p[keep], labels=range(7), zero_division=0)
+    assert got["valid_pixel_acc"] == pytest.approx((p[keep] == t[keep]).mean())
+    assert [got[f"valid_{k}_recall"] for k in KEYS] == pytest.approx(rec.tolist())
+    assert [got[f"valid_{k}_f1"] for k in KEYS] == pytest.approx(f1.tolist())
+    assert got["valid_loss"] > 0
+
+
+def test_tta_prediction_is_mirror_symmetric_on_a_mirror_symmetric_image():
+    torch.manual_seed(0)
+    model, _ = build_model("resnet18", 7, pretrained=False)
+    model.eval()
+    x = torch.rand(1, 3, 64, 64)
+    x = (x + x.flip(-1)) / 2
+    with torch.no_grad():
+        plain, tta = evaluate.forward(model, x), evaluate.forward(model, x, tta=True)
+    assert torch.allclose(tta, tta.flip(-1), atol=1e-5)
+    assert not torch.allclose(plain, plain.flip(-1), atol=1e-5)  # the model alone is not symmetric
+
+
+def test_missing_checkpoint_exits_2_naming_it_subprocess(tmp_path):
+    missing = tmp_path / "no_such_run"
+    r = subprocess.run([sys.executable, str(ROOT / "eval.py"), "--model", str(missing)], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert str(missing) in r.stderr and "Traceback" not in r.stderr
+
+
+def test_bad_inputs_exit_2_with_the_file_named(tiny_dataset, tmp_path, monkeypatch, capsys):
+    models = tmp_path / "models"
+    ckpt = make_checkpoint(models, tiny_dataset)
+    out = ["--out", str(tmp_path / "eval")]
+
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(ckpt, corrupt)
+    (corrupt / WEIGHTS).write_bytes(b"not a safetensors file")
+    code, err = run_eval(["--model", str(corrupt), *out], capsys)
+    assert code == 2 and str(corrupt / WEIGHTS) in err
+
+    mismatch = tmp_path / "mismatch"
+    shutil.copytree(ckpt, mismatch)
+    meta = json.loads((mismatch / "meta.json").read_text())
+    (mismatch / "meta.json").write_text(json.dumps({**meta, "arch": "resnet34"}))
+    code, err = run_eval(["--model", str(mismatch), *out], capsys)
+    assert code == 2 and str(mismatch / WEIGHTS) in err and "meta.json" in err
+
+    monkeypatch.setattr(params, "MODELS_DIR", models)
+    code, err = run_eval(["--run", "nope42", *out], capsys)
+    assert code == 2 and "nope42" in err and str(models) in err
+
+    no_test = copy_dataset(tiny_dataset, tmp_path / "no_test", edit_split=lambda d: d[d.Stage != "test"])
+    code, err = run_eval(["--model", str(ckpt), "--data", str(no_test), *out], capsys)
+    assert code == 2 and str(no_test / layout.SPLIT_CSV) in err and "test" in err
+
+    other = copy_dataset(tiny_dataset, tmp_path / "other_classes", classes={"0": "background", "1": "road"})
+    code, err = run_eval(["--model", str(ckpt), "--data", str(other), *out], capsys)
+    assert code == 2 and str(other / layout.MANIFEST) in err and "classes" in err
+
+    broken = copy_dataset(tiny_dataset, tmp_path / "broken_image")
+    bad_file = layout.read_split(broken, "test").image[0]
+    Path(bad_file).write_bytes(b"not a jpeg")
+    layout.write_manifest(broken, name=broken.name, type="split_data", source="tests")  # so only decoding fails
+    code, err = run_eval(["--model", str(ckpt), "--data", str(broken), "--num_workers", "1", *out], capsys)
+    assert code == 2 and f"{bad_file}: unreadable image" in err and "Traceback" not in err
+
+    code, err = run_eval(["--artifact", "me/proj/model:best", *out], capsys)
+    assert code == 2 and "online" in err
+
+    monkeypatch.setattr(params, "MODELS_DIR", tmp_path / "empty")
+    code, err = run_eval(out, capsys)
+    assert code == 2 and "no trained model" in err
+
+    assert not (tmp_path / "eval").exists() or not any((tmp_path / "eval").iterdir())  # nothing half-written

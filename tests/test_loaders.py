@@ -1,0 +1,116 @@
+"""In-memory loading (decode + resize once), batches from memory, batched augmentation, bad-input errors."""
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import params
+from bddseg import layout
+from bddseg.loaders import Augment, TensorLoader, get_dls, load_split
+from utils import UserError
+
+SIZE = params.frame_size(32)  # (32, 56): smaller than the 64x112 files, so resizing is exercised
+
+
+def test_load_split_decodes_and_resizes_once(tiny_dataset):
+    images, masks, names = load_split(tiny_dataset, "train", SIZE)
+    df = layout.read_split(tiny_dataset, "train")
+    assert names == list(df.File_Name)
+    assert images.shape == (len(df), 3, *SIZE) and images.dtype == torch.uint8
+    assert masks.shape == (len(df), *SIZE) and masks.dtype == torch.uint8
+    # same pixels as PIL's own resize of the file: antialiased bilinear for images, nearest for masks
+    ref_img = np.asarray(Image.open(df.image[0]).convert("RGB").resize(SIZE[::-1], Image.BILINEAR)).astype(int)
+    diff = np.abs(images[0].permute(1, 2, 0).numpy().astype(int) - ref_img).mean()
+    assert diff < 15  # JPEG draft (DCT-scaled) decoding of pure noise; a flipped or BGR image scores ~40-55
+    ref_mask = np.asarray(Image.open(df.label[0]).resize(SIZE[::-1], Image.NEAREST))
+    np.testing.assert_array_equal(masks[0].numpy(), ref_mask)
+    assert set(torch.unique(masks).tolist()) <= set(params.BDD_CLASSES) | {params.IGNORE}
+
+
+def copy_dataset(src, dst):
+    shutil.copytree(src, dst)
+    return dst, layout.read_split(dst, "train")
+
+
+def test_mask_size_mismatch_names_the_file(tiny_dataset, tmp_path):
+    root, df = copy_dataset(tiny_dataset, tmp_path / "d")
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(df.label[1])
+    with pytest.raises(UserError, match=rf"{df.label[1]}.*differs"):
+        load_split(root, "train", SIZE)
+
+
+def test_unreadable_image_and_missing_mask(tiny_dataset, tmp_path):
+    root, df = copy_dataset(tiny_dataset, tmp_path / "d")
+    open(df.image[2], "wb").write(b"not a jpeg")
+    with pytest.raises(UserError, match=rf"{df.image[2]}.*unreadable"):
+        load_split(root, "train", SIZE)
+    root, df = copy_dataset(tiny_dataset, tmp_path / "e")
+    (root / "labels" / layout.label_name(df.File_Name[0])).unlink()
+    with pytest.raises(UserError, match="mask missing"):
+        load_split(root, "train", SIZE)
+
+
+def test_changed_dataset_is_refused_by_get_dls(tiny_dataset, tmp_path):
+    root, df = copy_dataset(tiny_dataset, tmp_path / "d")
+    Image.fromarray(np.zeros((64, 112), np.uint8)).save(df.label[0])  # same size, other content -> other bytes
+    with pytest.raises(UserError, match="manifest"):
+        get_dls(root, SIZE, 4)
+
+
+def test_batches_from_memory_cover_every_image_once():
+    images = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1).expand(10, 3, 4, 6).contiguous()
+    masks = torch.arange(10, dtype=torch.uint8).view(10, 1, 1).expand(10, 4, 6).contiguous()
+    dl = TensorLoader(images, masks, bs=4, shuffle=True, seed=1)
+    batches = list(dl)
+    assert len(dl) == len(batches) == 3 and [len(b[0]) for b in batches] == [4, 4, 2]
+    x, y = batches[0]
+    assert x.dtype == torch.float32 and y.dtype == torch.long and x.shape == (4, 3, 4, 6)
+    torch.testing.assert_close(x[:, 0, 0, 0] * 255, y[:, 0, 0].float())  # image and mask stay paired
+    seen = torch.cat([b[1][:, 0, 0] for b in batches]).tolist()
+    assert sorted(seen) == list(range(10)) and seen != list(range(10))
+    assert len(TensorLoader(images, masks, bs=4, drop_last=True)) == 2
+    assert len(TensorLoader(images[:3], masks[:3], bs=4, drop_last=True)) == 1  # never an empty epoch
+    # rare-class sampling hook: weights 0 are never drawn
+    w = torch.zeros(10)
+    w[[2, 7]] = 1
+    drawn = torch.cat([b[1][:, 0, 0] for b in TensorLoader(images, masks, bs=5, weights=w)]).unique().tolist()
+    assert set(drawn) <= {2, 7}
+
+
+def test_flip_only_augment_is_exact():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(8, 3, 6, 10, generator=g)
+    y = torch.randint(0, 7, (8, 6, 10), generator=g, dtype=torch.uint8)
+    ax, ay = Augment(flip=True, max_zoom=1.0, brightness=0, contrast=0)(x, y, generator=g)
+    flipped = 0
+    for i in range(8):
+        if torch.equal(ay[i], y[i]):
+            torch.testing.assert_close(ax[i], x[i])
+        else:
+            assert torch.equal(ay[i], y[i].flip(-1))
+            torch.testing.assert_close(ax[i], x[i].flip(-1))
+            flipped += 1
+    assert 0 < flipped < 8
+
+
+def test_zoom_crop_keeps_labels_valid_and_gives_out_size():
+    g = torch.Generator().manual_seed(1)
+    y = torch.randint(0, 7, (4, 32, 56), generator=g, dtype=torch.uint8)
+    y[:, :4] = params.IGNORE
+    x = torch.rand(4, 3, 32, 56, generator=g)
+    ax, ay = Augment(max_zoom=1.5)(x, y, generator=g)
+    assert ax.shape == x.shape and ay.shape == y.shape and ax.min() >= 0 and ax.max() <= 1
+    assert set(ay.unique().tolist()) <= set(y.unique().tolist())  # nearest: no invented class ids
+    assert not torch.equal(ay, y)
+    cx, cy = Augment()(x, y, out_size=(16, 24), generator=g)  # random crops from larger stored frames
+    assert cx.shape == (4, 3, 16, 24) and cy.shape == (4, 16, 24)
+
+
+def test_get_dls_wraps_both_splits(tiny_dataset):
+    dls = get_dls(tiny_dataset, SIZE, bs=3, augment=True)
+    assert dls.train.n == 8 and dls.valid.n == 2 and len(dls.train) == 2
+    x, y = dls.valid.one_batch()
+    assert x.shape == (2, 3, *SIZE) and y.shape == (2, *SIZE)
+    torch.testing.assert_close(x, dls.valid.images.float() / 255)  # validation is never augmented

@@ -1,0 +1,264 @@
+"""Train a U-Net on a processed dataset: W&B logging (online or offline), per-class IoU, a local run record.
+
+    python train.py --arch resnet18 --lr 2e-3
+    python train.py --data path/to/processed_folder --img_size 96 --epochs 3 --pretrained False
+
+Outputs go to <output>/unet-<dataset>/<run-name>-<run-id>/: model.safetensors + meta.json (best epoch by miou),
+metrics.jsonl (one line per epoch, also appended to $SWEEP_METRICS_FILE when set), config.json, summary.json.
+"""
+import argparse
+import signal
+import sys
+import time
+import warnings
+from functools import partial
+from pathlib import Path
+
+import torch
+import wandb
+
+warnings.filterwarnings("ignore", message=".*torch.jit.script.*")  # fastai's import-time noise on torch 2.14
+from fastai.callback.progress import ProgressCallback
+from fastai.learner import Learner
+from fastai.optimizer import OptimWrapper
+from fastai.torch_core import set_seed
+from fastcore.basics import noop
+from safetensors.torch import load_file
+
+import params
+import utils
+from bddseg import device as dev
+from bddseg.checkpoint import WEIGHTS
+from bddseg.loaders import get_dls
+from bddseg.losses import CLASS_WEIGHTS, LOSSES, loss_from_config
+from bddseg.metrics import seg_metrics
+from bddseg.models import build_model, param_groups
+from bddseg.runlog import (BestCheckpoint, MetricsLog, NonFiniteLoss, StopOnNonFinite, WandbMetrics, prediction_table,
+                           save_run_checkpoint)
+from bddseg.schedule import TimeBudget, UnfreezeAt
+from utils import UserError, str2bool
+
+# fastai Adam's hyperparameters on torch's fused AdamW kernel: the optimizer step is 3-5x faster than fastai's Adam
+OPT_FUNC = partial(OptimWrapper, opt=partial(torch.optim.AdamW, betas=(0.9, 0.99), eps=1e-5, fused=True))
+ENCODER_LR_DIV = 10  # a pretrained encoder trains at lr / 10 once unfrozen (discriminative learning rates)
+MAX_BUDGET_EPOCHS = 10_000  # with --time_budget the clock, not the epoch count, ends training
+
+
+def parse_args(argv=None):
+    """Command-line hyperparameters (course defaults); accepts `--k v` and `--k=v` as `wandb agent` passes them."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--img_size", type=int, default=180, help="frame height in pixels (width = 16/9 of it)")
+    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--augment", type=str2bool, default=True, help="random flip, zoom/crop, brightness, contrast")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of the one-cycle schedule")
+    p.add_argument("--pretrained", type=str2bool, default=True, help="use cached ImageNet weights when present")
+    p.add_argument("--mixed_precision", type=str2bool, default=True, help="bf16/fp16 autocast where supported")
+    p.add_argument("--arch", default="resnet18", help="encoder: torchvision name or timm/<name>")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--log_preds", type=str2bool, default=False, help="W&B table of validation predictions")
+    p.add_argument("--data", default=params.PROCESSED_DATA_AT, help="processed dataset: artifact name or folder")
+    p.add_argument("--loss", default="ce", choices=LOSSES)
+    p.add_argument("--class_weights", default="none", choices=CLASS_WEIGHTS,
+                   help="pixel-frequency class weights from the train masks (wce defaults to sqrt_inv)")
+    p.add_argument("--freeze_epochs", type=int, default=1,
+                   help="epochs with the pretrained encoder frozen before unfreezing (0 = never)")
+    p.add_argument("--num_workers", type=int, default=0, help="threads for the one-time decode (0 = one per core)")
+    p.add_argument("--project", default=None, help="W&B project (default unet-<dataset>)")
+    p.add_argument("--output", default=str(params.MODELS_DIR), help="where run folders (checkpoints) go")
+    p.add_argument("--time_budget", type=float, default=0,
+                   help="minutes of fitting: the one-cycle schedule follows the clock, --epochs is ignored (0 = off)")
+    args = p.parse_args(argv)
+    for name in ("img_size", "batch_size", "epochs"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.lr <= 0 or args.freeze_epochs < 0 or args.num_workers < 0 or args.time_budget < 0:
+        p.error("--lr must be > 0; --freeze_epochs, --num_workers and --time_budget must be >= 0")
+    return args
+
+
+def dataset_name(data) -> str:
+    """Dataset name of a folder path or an artifact reference ('ent/proj/bdd_simple_1k_split:v2' -> its name)."""
+    return str(data).rstrip("/").split("/")[-1].split(":")[0]
+
+
+def run_name(config, pretrained_loaded) -> str:
+    """Run name from the int/categorical hyperparameters plus batch size and lr: resnet18-img180-bs8-lr2e-03-ce."""
+    parts = [config.arch.replace("/", "-"), f"img{config.img_size}", f"bs{config.batch_size}",
+             f"lr{config.lr:.0e}", config.loss]
+    parts += [config.class_weights] if config.class_weights != "none" else []
+    parts += [] if config.augment else ["noaug"]
+    parts += [f"tb{config.time_budget:g}m"] if config.time_budget else []
+    parts += [] if pretrained_loaded else ["scratch"]
+    return "-".join(parts)
+
+
+def get_data(config, data_path, device):
+    """In-memory fastai DataLoaders at the configured frame size (decoded once)."""
+    size = params.frame_size(config.img_size)
+    return get_dls(data_path, size, config.batch_size, augment=config.augment, device=device,
+                   threads=config.num_workers, seed=config.seed)
+
+
+def get_learner(config, dls, device):
+    """(Learner, model info, loss weights): U-Net, loss, one-accumulator metrics, autocast and NaN guard."""
+    model, info = build_model(config.arch, len(params.BDD_CLASSES), config.pretrained)
+    if dev.use_channels_last(device):
+        model = model.to(memory_format=torch.channels_last)
+    loss_func, weights = loss_from_config(config.loss, config.class_weights, dls.train.masks)
+    cbs = [StopOnNonFinite()]
+    dtype = dev.amp_dtype(device, config.mixed_precision)
+    if dtype is not None:
+        cbs.append(dev.AutocastMixedPrecision(device, dtype))
+    learn = Learner(dls, model.to(device), loss_func=loss_func.to(device), opt_func=OPT_FUNC, splitter=param_groups,
+                    metrics=seg_metrics(), cbs=cbs)
+    if not sys.stdout.isatty():  # logs and sweep trials: MetricsLog prints plain lines instead of progress bars
+        learn.remove_cb(ProgressCallback)
+        learn.logger = noop
+    return learn, info, weights
+
+
+def train(config, learn, info, run_dir, save):
+    """fit_one_cycle with the run-record callbacks; encoder frozen for the first freeze_epochs when pretrained."""
+    loaded = info.get("pretrained_loaded", False)
+    freeze = config.freeze_epochs if loaded else 0
+    if config.freeze_epochs and not loaded:
+        print(f"note: --freeze_epochs {config.freeze_epochs} ignored: no pretrained weights were loaded "
+              f"(training from random init, nothing frozen)", file=sys.stderr)
+    ids = {"run_id": wandb.run.id if wandb.run else None, "run_dir": str(run_dir)}  # sweep agent: trial -> folder
+    cbs = [MetricsLog(run_dir / "metrics.jsonl", extra=ids, echo=not sys.stdout.isatty()),
+           BestCheckpoint(save, monitor="miou"), *([WandbMetrics()] if wandb.run else [])]
+    if freeze:
+        learn.freeze()
+        cbs.append(UnfreezeAt(freeze))
+    n_epoch = config.epochs
+    if config.time_budget:
+        cbs.append(TimeBudget(config.time_budget * 60))
+        n_epoch = MAX_BUDGET_EPOCHS
+        print(f"note: --time_budget {config.time_budget:g} min: the schedule follows the clock, --epochs is ignored",
+              file=sys.stderr)
+    lr = slice(config.lr / ENCODER_LR_DIV, config.lr) if loaded else config.lr
+    learn.fit_one_cycle(n_epoch, lr, cbs=cbs)
+    return cbs[0], cbs[1]
+
+
+def final_metrics(learn, run_dir) -> dict:
+    """Metrics of the best checkpoint, its weights reloaded from disk and scored on the validation set (final_*)."""
+    learn.model.load_state_dict(load_file(run_dir / WEIGHTS))
+    scores = learn.validate()
+    names = ["valid_loss"] + [m.name for m in learn.metrics]
+    return {f"final_{n}": float(s) for n, s in zip(names, scores)}
+
+
+def log_model(run, run_dir, meta):
+    """The run folder as a W&B model artifact (alias best); works offline (synced later)."""
+    art = wandb.Artifact(run_dir.name, type="model", metadata={k: meta[k] for k in
+                         ("arch", "img_size", "dataset", "epoch", "metrics", "run_name") if k in meta})
+    art.add_dir(str(run_dir))
+    run.log_artifact(art, aliases=["best", "latest"])
+
+
+def _sigterm(signum, frame):
+    """SIGTERM (how sweep agents stop pruned trials) takes the Ctrl-C path."""
+    raise KeyboardInterrupt("SIGTERM")
+
+
+def derived_config(config, run, dls, learn, info, data_path, device, threads) -> dict:
+    """What the run worked out beyond the flags (data path, pretrained_loaded, precision, sizes): into the config."""
+    name, dataset = run_name(config, info.get("pretrained_loaded", False)), dataset_name(config.data)
+    return {"dataset": dataset, "data_path": str(data_path), "project": run.project, "run_name": name,
+            "run_dir": str(Path(config.output) / f"unet-{dataset}" / f"{name}-{run.id}"),
+            "pretrained_loaded": bool(info.get("pretrained_loaded", False)), "device": str(device),
+            "precision": dev.precision_name(device, config.mixed_precision), "threads": threads,
+            "frame_size": list(params.frame_size(config.img_size)), "n_train": dls.train.n, "n_valid": dls.valid.n,
+            "n_params": sum(p.numel() for p in learn.model.parameters())}
+
+
+def checkpoint_meta(run_config, info) -> dict:
+    """meta.json content: everything needed to rebuild and use the model (metrics and epoch added when saved)."""
+    keys = ("img_size", "frame_size", "dataset", "data_path", "run_name", "project")
+    return {"arch": run_config["arch"], "n_classes": len(params.BDD_CLASSES),
+            "classes": {str(k): v for k, v in params.BDD_CLASSES.items()}, "ignore_index": params.IGNORE,
+            **{k: run_config[k] for k in keys}, "run_id": wandb.run.id, "model_info": info, "config": run_config}
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    t0 = time.time()
+    run = utils.init_wandb(project=args.project or f"unet-{dataset_name(args.data)}", job_type="training",
+                           config=vars(args))
+    config = run.config  # sweep values win over the command line
+    signal.signal(signal.SIGTERM, _sigterm)
+    status, exit_code, run_dir, meta, best, final = "failed", 1, None, {}, None, {}
+    try:
+        set_seed(config.seed)
+        threads, device = dev.set_threads(), dev.get_device()
+        data_path = utils.resolve_data(config.data, run)
+        dls = get_data(config, data_path, device)
+        learn, info, weights = get_learner(config, dls, device)
+        config.update({**derived_config(config, run, dls, learn, info, data_path, device, threads),
+                       "class_weight_values": weights}, allow_val_change=True)
+        run.name, run_dir = config.run_name, Path(config.run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        utils.write_json(run_dir / "config.json", dict(config.items()))
+        meta = checkpoint_meta(dict(config.items()), info)
+
+        def save(model, metrics, epoch):
+            meta.update(metrics=metrics, epoch=epoch)
+            save_run_checkpoint(run_dir, model, meta)
+
+        print(f"training {run.name} on {config.dataset} ({dls.train.n} train / {dls.valid.n} valid images, "
+              f"{device} {config.precision}, {threads} threads) -> {run_dir}", file=sys.stderr)
+        log, best = train(config, learn, info, run_dir, save)
+        if best.best_epoch is None:
+            raise RuntimeError("no epoch produced a finite miou: no checkpoint was saved")
+        final = final_metrics(learn, run_dir)
+        run.summary.update({**final, "best_epoch": best.best_epoch, "epochs_run": len(log.rows)})
+        if config.log_preds:
+            run.log({"pred_table": prediction_table(learn.model, dls.valid, device, params.BDD_CLASSES, autocast=(
+                lambda: dev.autocast_context(device, config.mixed_precision)))})
+        status, exit_code = "finished", 0
+    except KeyboardInterrupt as e:
+        status, exit_code = "interrupted", 143 if str(e) == "SIGTERM" else 130
+    except NonFiniteLoss as e:
+        print(f"error: {e.message}", file=sys.stderr)
+        status = "diverged"
+    except UserError:
+        status, exit_code = "bad input", 2
+        raise
+    finally:
+        summary = finish(run, status, exit_code, run_dir, meta, best, final, t0)
+    if exit_code:
+        sys.exit(exit_code)
+    return summary
+
+
+def finish(run, status, exit_code, run_dir, meta, best, final, t0) -> dict:
+    """summary.json, the model artifact (when finished), the one-line summary, an alert when online, run.finish."""
+    summary = {"status": status, "run_id": run.id, "run_name": run.name, "run_dir": str(run_dir),
+               "seconds": round(time.time() - t0, 1), "best_epoch": getattr(best, "best_epoch", None),
+               "best_metrics": getattr(best, "best_metrics", None), **final}
+    if run_dir is not None and run_dir.exists():
+        utils.write_json(run_dir / "summary.json", summary)
+        if status == "finished":
+            log_model(run, run_dir, meta)
+    line = one_line_summary(summary, run)
+    print(line, file=sys.stderr)
+    if utils.is_online(run):
+        wandb.alert(title=f"train {status}: {run.name}", text=line,
+                    level=wandb.AlertLevel.INFO if status == "finished" else wandb.AlertLevel.WARN)
+    run.finish(exit_code=exit_code)
+    return summary
+
+
+def one_line_summary(summary, run) -> str:
+    """'train finished: <name> (<id>) best miou 0.41 @ epoch 7, 312 s -> <dir>; W&B offline run at ...'."""
+    miou = (summary.get("best_metrics") or {}).get("miou")
+    score = f"best miou {miou:.4f} @ epoch {summary['best_epoch']}" if miou is not None else "no checkpoint"
+    where = f"W&B {'online: ' + run.url if utils.is_online(run) else 'offline run: ' + str(Path(run.dir).parent)}"
+    return f"train {summary['status']}: {summary['run_name']} ({summary['run_id']}) {score}, " \
+           f"{summary['seconds']} s -> {summary['run_dir']}; {where}"
+
+
+if __name__ == "__main__":
+    utils.run_cli(main)
