@@ -33,6 +33,8 @@ def hermetic_env(tmp_path_factory, monkeypatch):
         monkeypatch.setattr(params, attr, outputs / attr.lower())
         monkeypatch.setenv(env, str(outputs / attr.lower()))
     yield
+    if "wandb" in sys.modules:  # wandb's process-wide singleton caches settings (WANDB_DIR): reset it per test
+        sys.modules["wandb"].teardown()
 
 
 def make_tiny_dataset(root, n=12, size=(64, 112), seed=0, videos=6):
