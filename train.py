@@ -97,7 +97,7 @@ def get_data(config, data_path, device):
     """In-memory fastai DataLoaders at the configured frame size (decoded once)."""
     size = params.frame_size(config.img_size)
     return get_dls(data_path, size, config.batch_size, augment=config.augment, device=device,
-                   threads=config.num_workers, seed=config.seed)
+                   threads=config.num_workers, seed=config.seed, channels_last=dev.use_channels_last(device))
 
 
 def get_learner(config, dls, device):

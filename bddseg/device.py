@@ -62,8 +62,9 @@ def precision_name(device, enabled=True) -> str:
 
 
 def use_channels_last(device) -> bool:
-    """channels_last on CUDA only: on CPU (oneDNN, bf16 and fp32) a U-Net step measured about 2x slower with it."""
-    return torch.device(device).type == "cuda"
+    """channels_last (model AND input) on CUDA and CPU: the project's resnet18 U-Net trains 10-20% faster with it on
+    this 2-core CPU (bf16 and fp32, 96 and 180 px); a contiguous input to a channels_last model gains nothing."""
+    return torch.device(device).type in ("cuda", "cpu")
 
 
 class AutocastMixedPrecision(MixedPrecision):

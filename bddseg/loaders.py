@@ -111,8 +111,9 @@ class TensorLoader:
     """Iterable of (x float N x 3 x H x W in [0,1], y long N x H x W) batches cut from in-memory uint8 tensors."""
 
     def __init__(self, images, masks, bs, shuffle=False, drop_last=False, augment=None, out_size=None,
-                 weights=None, names=None, seed=None, device="cpu"):
+                 weights=None, names=None, seed=None, device="cpu", channels_last=False):
         self.images, self.masks, self.bs = images, masks, bs
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.shuffle, self.drop_last, self.augment, self.out_size = shuffle, drop_last, augment, out_size
         self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float64)
         self.names = names or [str(i) for i in range(len(images))]
@@ -150,19 +151,21 @@ class TensorLoader:
             y = self.masks[idx].to(self.device, non_blocking=True)
             if self.augment is not None:
                 x, y = self.augment(x, y, self.out_size, self.generator)
-            yield x, y.long()
+            yield x.contiguous(memory_format=self.memory_format), y.long()
 
     def one_batch(self):
         """The first batch (fastai's API)."""
         return next(iter(self))
 
 
-def get_dls(root, size, bs, augment=True, device="cpu", threads=0, seed=42, out_size=None, train_weights=None):
+def get_dls(root, size, bs, augment=True, device="cpu", threads=0, seed=42, out_size=None, train_weights=None,
+            channels_last=False):
     """fastai DataLoaders (train: shuffled, augmented, drop_last; valid: in order) from a processed dataset folder."""
     check_dataset(root)
     train_x, train_y, train_names = load_split(root, "train", size, threads)
     valid_x, valid_y, valid_names = load_split(root, "valid", size, threads)
     train = TensorLoader(train_x, train_y, bs, shuffle=True, drop_last=True, augment=Augment() if augment else None,
-                         out_size=out_size, weights=train_weights, names=train_names, seed=seed)
-    valid = TensorLoader(valid_x, valid_y, bs, names=valid_names)
+                         out_size=out_size, weights=train_weights, names=train_names, seed=seed,
+                         channels_last=channels_last)
+    valid = TensorLoader(valid_x, valid_y, bs, names=valid_names, channels_last=channels_last)
     return DataLoaders(train, valid, path=root, device=torch.device(device))

@@ -4,8 +4,8 @@
     python bench/train_throughput.py --data artifacts/bdd_simple_1k_split --sizes 180 --n_steps 20
 
 Rows per size (same arch, frame size, batch size, the project's U-Net in all of them):
-- bare bf16 / bare fp32: forward + backward + fused AdamW step (train.py's optimizer) on pre-made tensors (no data,
-  no metrics, no logging);
+- bare bf16 / bare fp32: forward + backward + fused AdamW step (train.py's optimizer and memory layout) on pre-made
+  tensors (no data, no metrics, no logging);
 - train.py: images/s of a full epoch (train + validation + metrics + checkpoint + logging, from metrics.jsonl);
 - course way: fastai DataBlock decoding and resizing (Resize) the full-size files every epoch with aug_transforms,
   fp32, one DiceMulti-based metric object per class plus one for mIoU (as the course's utils did).
@@ -51,6 +51,8 @@ def bare_step(arch, size, bs, steps, bf16, warmup=3, windows=3):
     model, _ = build_model(arch, len(params.BDD_CLASSES), pretrained=False)
     opt = torch.optim.AdamW(model.parameters(), 1e-3, betas=(0.9, 0.99), eps=1e-5, fused=True)  # as train.py
     x, y = torch.rand(bs, 3, *size), torch.randint(0, len(params.BDD_CLASSES), (bs, *size))
+    if dev.use_channels_last("cpu"):  # the layout train.py uses
+        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     times = []
     for i in range(warmup + steps * windows):
         if i >= warmup and (i - warmup) % steps == 0:

@@ -114,3 +114,5 @@ def test_get_dls_wraps_both_splits(tiny_dataset):
     x, y = dls.valid.one_batch()
     assert x.shape == (2, 3, *SIZE) and y.shape == (2, *SIZE)
     torch.testing.assert_close(x, dls.valid.images.float() / 255)  # validation is never augmented
+    dls = get_dls(tiny_dataset, SIZE, bs=3, channels_last=True)
+    assert all(b[0].is_contiguous(memory_format=torch.channels_last) for dl in dls for b in dl)

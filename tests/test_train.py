@@ -15,7 +15,7 @@ import torch
 import params
 import train
 from bddseg.checkpoint import load_checkpoint
-from bddseg.device import autocast_context
+from bddseg.device import autocast_context, use_channels_last
 from bddseg.loaders import load_split
 from bddseg.metrics import METRIC_KEYS, ConfusionAccumulator
 
@@ -178,10 +178,12 @@ def test_checkpoint_round_trip_gives_the_recorded_metrics(basic_run, tiny_datase
     summary = json.loads((d / "summary.json").read_text())
     model, meta = load_checkpoint(d)
     images, masks, _ = load_split(tiny_dataset, "valid", meta["frame_size"])
-    acc = ConfusionAccumulator()
+    fmt = torch.channels_last if use_channels_last("cpu") else torch.contiguous_format  # train.py's compute path
+    model, acc = model.to(memory_format=fmt), ConfusionAccumulator()
     with torch.no_grad(), autocast_context("cpu", meta["config"]["mixed_precision"]):
         for i in range(0, len(images), meta["config"]["batch_size"]):  # the batches train.py scored
-            acc.update(model(images[i:i + 4].float() / 255).float(), masks[i:i + 4].long())
+            x = (images[i:i + 4].float() / 255).contiguous(memory_format=fmt)
+            acc.update(model(x).float(), masks[i:i + 4].long())
     assert int(acc.cm.sum()) == int((masks != params.IGNORE).sum())
     for k in METRIC_KEYS:  # same predictions as the training process had -> identical confusion-based metrics
         assert acc.results()[k] == pytest.approx(summary[f"final_{k}"], abs=1e-6, nan_ok=True), k
