@@ -3,6 +3,7 @@ import argparse
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -39,7 +40,7 @@ def test_mode_rule_offline_without_key(monkeypatch, capsys):
     assert capsys.readouterr().err.count("offline mode") == 1  # one-line notice, once
 
 
-def test_init_wandb_offline_never_prompts(monkeypatch, tmp_path):
+def test_init_wandb_offline_never_prompts(monkeypatch):
     """A real wandb.init with no key and no mode: offline run dir, no prompt (stdin closed), quick exit."""
     monkeypatch.delenv("WANDB_MODE")
     code = ("import utils; r = utils.init_wandb(project='t', job_type='test'); "
@@ -49,7 +50,7 @@ def test_init_wandb_offline_never_prompts(monkeypatch, tmp_path):
     assert out.returncode == 0, out.stderr
     assert "OFFLINE True" in out.stdout
     assert "offline mode" in out.stderr
-    assert list(__import__("pathlib").Path(os.environ["WANDB_DIR"]).glob("wandb/offline-run-*"))
+    assert list(Path(os.environ["WANDB_DIR"]).glob("wandb/offline-run-*"))
 
 
 def test_resolve_data_folder_and_artifact_name(tmp_path, monkeypatch):
