@@ -42,3 +42,15 @@ ASPECT = 16 / 9  # BDD frames are 16:9; img_size is the height, the width follow
 def frame_size(height: int) -> tuple:
     """(height, width) for a 16:9 frame of the given height, width rounded to an even number (180 -> (180, 320))."""
     return int(height), int(round(height * ASPECT / 2)) * 2
+
+
+# Named training configurations: `python train.py --recipe NAME` takes these as defaults (explicit flags win).
+RECIPES = {
+    # The course project's way, in train.py: resnet18 U-Net from scratch (offline), fp32, 96 px, plain CE, 10 epochs.
+    "course": dict(arch="resnet18", img_size=96, batch_size=8, lr=2e-3, epochs=10, loss="ce", class_weights="none",
+                   pretrained=False, mixed_precision=False, freeze_epochs=0, augment=True),
+    # Rare classes on a 21-minute CPU budget, no pretrained weights (README "Recipes": how it was chosen, figures).
+    "person": dict(arch="resnet18", img_size=180, batch_size=8, lr=3e-3, loss="dice_ce", class_weights="sqrt_inv",
+                   pretrained=False, mixed_precision=True, freeze_epochs=0, augment=True, time_budget=21,
+                   crop=0, focus=0.0, oversample=1.0),
+}

@@ -2,6 +2,7 @@
 
     python train.py --arch resnet18 --lr 2e-3
     python train.py --data path/to/processed_folder --img_size 96 --epochs 3 --pretrained False
+    python train.py --recipe person --data artifacts/camvid     # a named configuration (params.RECIPES)
 
 Outputs go to <output>/unet-<dataset>/<run-name>-<run-id>/: model.safetensors + meta.json (best epoch by miou),
 metrics.jsonl (one line per epoch, also appended to $SWEEP_METRICS_FILE when set), config.json, summary.json.
@@ -45,8 +46,10 @@ MAX_BUDGET_EPOCHS = 10_000  # with --time_budget the clock, not the epoch count,
 
 
 def parse_args(argv=None):
-    """Command-line hyperparameters (course defaults); accepts `--k v` and `--k=v` as `wandb agent` passes them."""
+    """Command-line hyperparameters (course defaults, or a --recipe's); accepts `--k v` and `--k=v` as `wandb agent`."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--recipe", default=None, choices=list(params.RECIPES),
+                   help="named configuration whose values become the defaults (explicit flags still win)")
     p.add_argument("--img_size", type=int, default=180, help="frame height in pixels (width = 16/9 of it)")
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--augment", type=str2bool, default=True, help="random flip, zoom/crop, brightness, contrast")
@@ -68,12 +71,23 @@ def parse_args(argv=None):
     p.add_argument("--output", default=str(params.MODELS_DIR), help="where run folders (checkpoints) go")
     p.add_argument("--time_budget", type=float, default=0,
                    help="minutes of fitting: the one-cycle schedule follows the clock, --epochs is ignored (0 = off)")
+    p.add_argument("--crop", type=int, default=0,
+                   help="train on random crops this many px high (16:9) of the img_size frames (0 = whole frames)")
+    p.add_argument("--focus", type=float, default=0.0,
+                   help="share of training crops centred on a pixel of a rare class (light, sign, person, bicycle)")
+    p.add_argument("--oversample", type=float, default=1.0,
+                   help="draw training images that contain a rare class this many times as often (1 = off)")
+    recipe = p.parse_known_args(argv)[0].recipe
+    if recipe:
+        p.set_defaults(**params.RECIPES[recipe])
     args = p.parse_args(argv)
     for name in ("img_size", "batch_size", "epochs"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     if args.lr <= 0 or args.freeze_epochs < 0 or args.num_workers < 0 or args.time_budget < 0:
         p.error("--lr must be > 0; --freeze_epochs, --num_workers and --time_budget must be >= 0")
+    if not 0 <= args.crop <= args.img_size or not 0 <= args.focus <= 1 or args.oversample < 1:
+        p.error(f"--crop must be 0..img_size ({args.img_size}), --focus 0..1 and --oversample >= 1")
     return args
 
 
@@ -88,21 +102,29 @@ def run_name(config, pretrained_loaded) -> str:
              f"lr{config.lr:.0e}", config.loss]
     parts += [config.class_weights] if config.class_weights != "none" else []
     parts += [] if config.augment else ["noaug"]
+    parts += [f"crop{config.crop}"] if config.crop and config.crop < config.img_size else []
     parts += [f"tb{config.time_budget:g}m"] if config.time_budget else []
     parts += [] if pretrained_loaded else ["scratch"]
     return "-".join(parts)
 
 
 def get_data(config, data_path, device):
-    """In-memory fastai DataLoaders at the configured frame size (decoded once)."""
+    """In-memory fastai DataLoaders at the configured frame size (decoded once); crops and rare-class sampling."""
     size = params.frame_size(config.img_size)
+    crop = params.frame_size(config.crop) if config.crop and config.crop < config.img_size else None
     return get_dls(data_path, size, config.batch_size, augment=config.augment, device=device,
-                   threads=config.num_workers, seed=config.seed, channels_last=dev.use_channels_last(device))
+                   threads=config.num_workers, seed=config.seed, out_size=crop, focus=config.focus,
+                   oversample=config.oversample, channels_last=dev.use_channels_last(device))
 
 
 def get_learner(config, dls, device):
     """(Learner, model info, loss weights): U-Net, loss, one-accumulator metrics, autocast and NaN guard."""
-    model, info = build_model(config.arch, len(params.BDD_CLASSES), config.pretrained)
+    seen = torch.bincount(dls.train.masks.flatten().long(), minlength=256)[:len(params.BDD_CLASSES)] > 0
+    absent = [c for c in params.BDD_CLASSES if not seen[c]]  # never predict what training never shows
+    if absent:
+        print(f"note: no {', '.join(params.BDD_CLASSES[c] for c in absent)} pixels in the training masks: "
+              f"never predicted", file=sys.stderr)
+    model, info = build_model(config.arch, len(params.BDD_CLASSES), config.pretrained, absent)
     if dev.use_channels_last(device):
         model = model.to(memory_format=torch.channels_last)
     loss_func, weights = loss_from_config(config.loss, config.class_weights, dls.train.masks)

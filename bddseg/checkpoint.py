@@ -76,7 +76,8 @@ def load_checkpoint(folder, device="cpu"):
     if not weights.is_file():
         raise UserError(f"{weights} is missing: a checkpoint folder holds {WEIGHTS} + {META}")
     try:
-        model, _ = build_model(meta["arch"], meta["n_classes"], pretrained=False)
+        model, _ = build_model(meta["arch"], meta["n_classes"], pretrained=False,
+                               absent=meta.get("model_info", {}).get("absent_classes", ()))
     except UserError as e:
         raise UserError(f"{folder / META}: {e}") from None
     try:

@@ -5,8 +5,9 @@ PIL's antialiased bilinear filter, masks N x H x W nearest). `TensorLoader` yiel
 long mask batches on the target device; `Augment` works on whole batches there (random flip, zoom/crop, brightness,
 contrast) with one `grid_sample` per tensor. `get_dls` wraps both splits as fastai `DataLoaders`.
 
-Hooks for later work: `TensorLoader(weights=...)` samples images with replacement by weight (rare-class sampling),
-`out_size` smaller than the stored size gives random crops (train) from larger stored frames.
+Rare classes (people are small): `out_size` smaller than the stored size trains on random crops of larger stored
+frames, `focus` centres that share of the crops on a random pixel of a rare class (`focus_points`), and `weights`
+draws images with replacement by weight (`rare_weights`: images with a rare class `k` times as often).
 """
 import math
 import sys
@@ -80,23 +81,54 @@ def check_dataset(root):
 
 
 # ------------------------------------------------------------------ batched augmentation
-class Augment:
-    """Random flip, zoom-in + crop (to `out_size`), brightness and contrast on a whole batch (float x, int y)."""
+def focus_points(masks, classes=params.RARE_CLASSES, generator=None):
+    """N x 2 crop centres (x, y in [-1, 1]): a random pixel of one of `classes` per mask, nan where there is none."""
+    n, h, w = masks.shape
+    out = torch.full((n, 2), float("nan"))
+    hit = torch.isin(masks, torch.tensor(classes, dtype=masks.dtype))
+    for i in range(n):
+        where = hit[i].flatten().nonzero()[:, 0]
+        if len(where):
+            k = where[torch.randint(len(where), (1,), generator=generator)].item()
+            out[i, 0], out[i, 1] = (k % w + 0.5) / w * 2 - 1, (k // w + 0.5) / h * 2 - 1
+    return out
 
-    def __init__(self, flip=True, max_zoom=1.25, brightness=0.15, contrast=0.2):
+
+def rare_weights(masks, k, classes=params.RARE_CLASSES) -> torch.Tensor:
+    """Sampling weight per image: k for images containing one of `classes`, 1 for the others."""
+    has = torch.isin(masks, torch.tensor(classes, dtype=masks.dtype)).flatten(1).any(1)
+    return 1 + (float(k) - 1) * has.double()
+
+
+class Augment:
+    """Random flip, zoom-in + crop (to `out_size`), brightness and contrast on a whole batch (float x, int y).
+
+    `focus`: the share of crops centred on a rare-class pixel (as far as the frame edge allows; see focus_points).
+    """
+
+    def __init__(self, flip=True, max_zoom=1.25, brightness=0.15, contrast=0.2, focus=0.0):
         self.flip, self.max_zoom, self.brightness, self.contrast = flip, max_zoom, brightness, contrast
+        self.focus = focus
 
     def __call__(self, x, y, out_size=None, generator=None):
         n, _, h, w = x.shape
         oh, ow = out_size or (h, w)
-        r = torch.rand(n, 6, generator=generator)  # all random numbers drawn on the CPU, one call
+        r = torch.rand(n, 7, generator=generator)  # all random numbers drawn on the CPU, one call
         zoom = 1 + (self.max_zoom - 1) * r[:, 0]
         sx, sy = ow / w / zoom, oh / h / zoom  # half-extent of the crop in [-1, 1] coordinates
+        centre = 2 * r[:, 2:4] - 1  # uniform over the positions that keep the crop inside the frame
+        if self.focus > 0:
+            pts = focus_points(y.cpu(), generator=generator)
+            use = (r[:, 6] < self.focus) & ~pts[:, 0].isnan()
+            centre[use] = pts[use]
+            centre[~use] *= torch.stack([1 - sx, 1 - sy], 1)[~use]
+        else:
+            centre *= torch.stack([1 - sx, 1 - sy], 1)
         theta = torch.zeros(n, 2, 3)
         theta[:, 0, 0] = torch.where(r[:, 1] < 0.5, -sx, sx) if self.flip else sx
         theta[:, 1, 1] = sy
-        theta[:, 0, 2] = (2 * r[:, 2] - 1) * (1 - sx)
-        theta[:, 1, 2] = (2 * r[:, 3] - 1) * (1 - sy)
+        theta[:, 0, 2] = torch.maximum(torch.minimum(centre[:, 0], 1 - sx), sx - 1)
+        theta[:, 1, 2] = torch.maximum(torch.minimum(centre[:, 1], 1 - sy), sy - 1)
         grid = F.affine_grid(theta.to(x.device), (n, 1, oh, ow), align_corners=False)
         x = F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="border", align_corners=False)
         y = F.grid_sample(y[:, None].float(), grid, mode="nearest", align_corners=False)[:, 0].to(torch.uint8)
@@ -158,14 +190,19 @@ class TensorLoader:
         return next(iter(self))
 
 
-def get_dls(root, size, bs, augment=True, device="cpu", threads=0, seed=42, out_size=None, train_weights=None,
-            channels_last=False):
-    """fastai DataLoaders (train: shuffled, augmented, drop_last; valid: in order) from a processed dataset folder."""
+def get_dls(root, size, bs, augment=True, device="cpu", threads=0, seed=42, out_size=None, focus=0.0,
+            oversample=1.0, channels_last=False):
+    """fastai DataLoaders (train: shuffled, augmented, drop_last; valid: in order) from a processed dataset folder.
+
+    out_size: train on random crops of that (h, w) from frames stored at `size`; focus: share of those crops centred
+    on a rare-class pixel; oversample: images with a rare class are drawn that many times as often (1 = shuffle).
+    """
     check_dataset(root)
     train_x, train_y, train_names = load_split(root, "train", size, threads)
     valid_x, valid_y, valid_names = load_split(root, "valid", size, threads)
-    train = TensorLoader(train_x, train_y, bs, shuffle=True, drop_last=True, augment=Augment() if augment else None,
-                         out_size=out_size, weights=train_weights, names=train_names, seed=seed,
-                         channels_last=channels_last)
+    aug = Augment(focus=focus) if augment else Augment(False, 1.0, 0, 0, focus) if out_size or focus else None
+    weights = rare_weights(train_y, oversample) if oversample != 1 else None
+    train = TensorLoader(train_x, train_y, bs, shuffle=True, drop_last=True, augment=aug, out_size=out_size,
+                         weights=weights, names=train_names, seed=seed, channels_last=channels_last)
     valid = TensorLoader(valid_x, valid_y, bs, names=valid_names, channels_last=channels_last)
     return DataLoaders(train, valid, path=root, device=torch.device(device))

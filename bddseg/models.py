@@ -194,14 +194,22 @@ class UpBlock(nn.Module):
         return self.convs(torch.cat([x, skip.to(x.dtype)], 1))
 
 
+ABSENT_LOGIT = -1e4  # added to the logits of classes the training data never shows: never predicted, no gradient
+
+
 class Unet(nn.Module):
     """Normalise, encode, then one UpBlock per encoder resolution (deep to shallow) and one at full size with the
-    input image as the last skip; a 1x1 conv gives the class logits."""
+    input image as the last skip; a 1x1 conv gives the class logits. Classes in `absent` (none in the training
+    masks, e.g. traffic light in CamVid) get ABSENT_LOGIT: a stray pixel of them would score IoU 0 on test data."""
 
-    def __init__(self, encoder, channels, reductions, n_classes, mean, std):
+    def __init__(self, encoder, channels, reductions, n_classes, mean, std, absent=()):
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+        offset = torch.zeros(n_classes)
+        offset[list(absent)] = ABSENT_LOGIT
+        self.register_buffer("class_offset", offset.view(1, -1, 1, 1), persistent=False)  # meta.json keeps `absent`
+        self.has_absent = bool(len(absent))
         self.encoder = encoder
         # one feature per resolution: the last of any run with the same reduction
         self.keep = [i for i, r in enumerate(reductions) if i + 1 == len(reductions) or reductions[i + 1] != r]
@@ -220,20 +228,24 @@ class Unet(nn.Module):
         y = feats[-1]
         for block, skip in zip(self.blocks, feats[-2::-1]):
             y = block(y, skip)
-        return self.head(self.final(y, x))
+        logits = self.head(self.final(y, x))
+        return logits + self.class_offset.to(logits.dtype) if self.has_absent else logits
 
 
-def build_model(arch: str, n_classes: int, pretrained: bool = True):
-    """U-Net for a registered encoder -> (model in train mode, info dict)."""
+def build_model(arch: str, n_classes: int, pretrained: bool = True, absent=()):
+    """U-Net for a registered encoder -> (model in train mode, info dict); `absent` classes are never predicted."""
     if int(n_classes) < 1:
         raise UserError(f"n_classes must be >= 1, got {n_classes}")
+    if any(not 0 <= int(c) < int(n_classes) for c in absent) or len(set(absent)) >= int(n_classes):
+        raise UserError(f"absent classes {list(absent)}: need ids in 0..{int(n_classes) - 1}, not all of them")
     encoder, mean, std, loaded = get_encoder(arch)(pretrained)
     try:
         channels, reductions = probe(encoder)
     except Exception as e:
         raise UserError(f"arch {arch!r}: the encoder cannot run on a {PROBE_PX}px image ({e})") from None
-    model = Unet(encoder, channels, reductions, int(n_classes), mean, std).train()
+    model = Unet(encoder, channels, reductions, int(n_classes), mean, std, absent).train()
     info = dict(arch=arch, mean=[float(v) for v in mean], std=[float(v) for v in std], pretrained_loaded=bool(loaded),
+                absent_classes=sorted(int(c) for c in absent),
                 encoder_channels=[channels[i] for i in model.keep],
                 encoder_reductions=[reductions[i] for i in model.keep],
                 params=sum(p.numel() for p in model.parameters()))

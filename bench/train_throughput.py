@@ -7,8 +7,9 @@ Rows per size (same arch, frame size, batch size, the project's U-Net in all of 
 - bare bf16 / bare fp32: forward + backward + fused AdamW step (train.py's optimizer and memory layout) on pre-made
   tensors (no data, no metrics, no logging);
 - train.py: images/s of a full epoch (train + validation + metrics + checkpoint + logging, from metrics.jsonl);
-- course way: fastai DataBlock decoding and resizing (Resize) the full-size files every epoch with aug_transforms,
-  fp32, one DiceMulti-based metric object per class plus one for mIoU (as the course's utils did).
+- course way: fastai DataBlock decoding and resizing the full-size files every epoch with aug_transforms
+  (bench/course_way.py), fp32, one DiceMulti-based metric object per class plus one for mIoU (as the course's utils
+  did); the project's U-Net, so the row measures the pipeline.
 Every figure is the best of several windows/epochs (the first epoch, with oneDNN's kernel set-up, is left out), which
 keeps the ratios meaningful on a shared machine. Targets: train.py >= 85% of bare bf16, and >= 2.5x the course way.
 Results also go to bench/out/.
@@ -32,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 warnings.filterwarnings("ignore", message=".*torch.jit.script.*")
 import params  # noqa: E402
 from bddseg import device as dev  # noqa: E402
-from bddseg.layout import read_split  # noqa: E402
+from bench.course_way import course_dls  # noqa: E402
 from bddseg.models import build_model  # noqa: E402
 
 
@@ -85,8 +86,7 @@ def train_py(data, img_size, bs, arch, tmp, epochs):
 def course_way(data, size, bs, arch, epochs):
     """Images/s (fastest epoch after the first) of the course's pipeline: DataBlock + Resize from the files,
     aug_transforms, fp32, fastai Adam, DiceMulti x8."""
-    from fastai.vision.all import (ColReader, ColSplitter, CrossEntropyLossFlat, DataBlock, DiceMulti, ImageBlock,
-                                   Learner, MaskBlock, Resize, aug_transforms)
+    from fastai.vision.all import CrossEntropyLossFlat, DiceMulti, Learner
     from fastai.callback.core import Callback
 
     class CourseIOU(DiceMulti):
@@ -113,12 +113,8 @@ def course_way(data, size, bs, arch, epochs):
         def after_epoch(self):
             self.times = getattr(self, "times", []) + [time.perf_counter() - self.t0]
 
-    df = read_split(data, ["train", "valid"])
-    df["is_valid"] = df.Stage == "valid"
-    block = DataBlock(blocks=(ImageBlock, MaskBlock(codes=list(params.BDD_CLASSES.values()))),
-                      get_x=ColReader("image"), get_y=ColReader("label"), splitter=ColSplitter(),
-                      item_tfms=Resize(size), batch_tfms=aug_transforms())
-    dls = block.dataloaders(df, bs=bs)
+    dls = course_dls(data, size, bs)
+    n_train = len(dls.train_ds)
     model, _ = build_model(arch, len(params.BDD_CLASSES), pretrained=False)
     metrics = [CourseIOU()] + [CourseIOU(c) for c in params.BDD_CLASSES]
     timer = EpochTimes()
@@ -126,7 +122,7 @@ def course_way(data, size, bs, arch, epochs):
                     cbs=[timer])
     with learn.no_bar(), learn.no_logging():
         learn.fit_one_cycle(epochs, 2e-3)
-    return int((~df.is_valid).sum()) // bs * bs / min(timer.times[1:])
+    return n_train // bs * bs / min(timer.times[1:])
 
 
 def main():

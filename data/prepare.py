@@ -4,6 +4,8 @@ artifact (images, 7-class masks, EDA), split it by video into train/valid/test, 
     python data/prepare.py                                    # 1000 synthetic 640x360 frames
     python data/prepare.py --source bdd100k --root ~/data/bdd100k
     python data/prepare.py --source folder --images camvid/train --masks camvid/trainannot --mapping camvid
+    python data/prepare.py --source folder --images camvid/train camvid/val --masks camvid/trainannot \
+        camvid/valannot --stages train,valid --mapping camvid-sign --clip 300     # keep the data's own split
 """
 import sys
 from pathlib import Path
@@ -28,7 +30,7 @@ CLASS_KEYS = {c: params.class_key(n) for c, n in params.BDD_CLASSES.items()}
 TABLE_MAX_ROWS = 1000     # W&B EDA table: first N images (thumbnails), so the step stays fast on big imports
 MAX_PROBLEMS = 20         # without --skip-bad, stop after this many bad pairs and report them
 SOURCE_OPTIONS = {"synthetic": {"n", "size", "frames_per_video"}, "bdd100k": {"root", "limit"},
-                  "folder": {"images", "masks", "mapping", "video_delim", "clip", "limit"}}
+                  "folder": {"images", "masks", "mapping", "video_delim", "clip", "limit", "stages"}}
 
 
 def parse_args(argv=None):
@@ -40,8 +42,12 @@ def parse_args(argv=None):
     p.add_argument("--size", type=parse_size, default=synthetic.SIZE, help="synthetic: frame WxH (default 640x360)")
     p.add_argument("--frames-per-video", type=int, default=synthetic.FRAMES_PER_VIDEO, help="synthetic (default 5)")
     p.add_argument("--root", help="bdd100k: folder with images/10k and labels/sem_seg")
-    p.add_argument("--images", help="folder: image folder")
-    p.add_argument("--masks", help="folder: mask folder (x.jpg pairs with x.png or x_mask.png)")
+    p.add_argument("--images", nargs="+", help="folder: image folder(s)")
+    p.add_argument("--masks", nargs="+", help="folder: mask folder(s), one per image folder (x.jpg pairs with x.png "
+                   "or x_mask.png)")
+    p.add_argument("--stages", type=parse_stages,
+                   help="folder: the stage of each image folder, e.g. train,valid: keep a split the data already "
+                        "has instead of splitting (--fractions and --stratify then do not apply)")
     p.add_argument("--mapping", default="identity",
                    help=f"folder: source id -> class, a preset ({', '.join(sources.MAPPINGS)}) or a JSON file")
     p.add_argument("--video-delim", help="folder: video = file stem before this (default '_' for camvid, else '-')")
@@ -77,26 +83,49 @@ def parse_fractions(text):
         raise argparse.ArgumentTypeError(f"expected three numbers like 0.8,0.1,0.1, got {text!r}")
 
 
+def parse_stages(text):
+    """'train,valid' -> ('train', 'valid'); each one of layout.STAGES."""
+    stages = tuple(v.strip() for v in text.split(","))
+    bad = [v for v in stages if v not in layout.STAGES]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown stage(s) {bad}: use {', '.join(layout.STAGES)}")
+    return stages
+
+
 def get_items(args):
-    """The source's items and a short description of it (for SOURCE.md, manifest and W&B)."""
+    """The source's items, a short description of it (for SOURCE.md, manifest and W&B) and {name: stage} of --stages."""
     if args.source == "synthetic":
         w, h = args.size
         info = {"source": "synthetic", "seed": args.seed, "n": args.n, "size": f"{w}x{h}",
                 "frames_per_video": args.frames_per_video}
-        return sources.synthetic_items(args.n, args.seed, args.size, args.frames_per_video), info
+        return sources.synthetic_items(args.n, args.seed, args.size, args.frames_per_video), info, None
     if args.source == "bdd100k":
         if not args.root:
             raise utils.UserError("--source bdd100k needs --root DIR (the folder holding images/10k)")
         items, mapping = sources.bdd100k_items(args.root, args.limit)
         return items, {"source": "bdd100k", "root": str(Path(args.root).resolve()), "mapping": mapping,
-                       "limit": args.limit}
+                       "limit": args.limit}, None
     if not (args.images and args.masks):
         raise utils.UserError("--source folder needs --images DIR and --masks DIR")
+    if len(args.images) != len(args.masks) or (args.stages and len(args.stages) != len(args.images)):
+        raise utils.UserError(f"{len(args.images)} --images folder(s), {len(args.masks)} --masks and "
+                              f"{len(args.stages or ())} --stages: give one mask folder (and stage) per image folder")
+    if len(args.images) > 1 and not args.stages:
+        raise utils.UserError("several --images folders need --stages (which stage each folder is)")
     delim = args.video_delim or ("_" if args.mapping.startswith("camvid") else "-")
-    items, mapping = sources.folder_items(args.images, args.masks, args.mapping, args.limit, delim, args.clip)
-    return items, {"source": "folder", "images": str(Path(args.images).resolve()),
-                   "masks": str(Path(args.masks).resolve()), "mapping": mapping, "video_delim": delim,
-                   "clip": args.clip, "limit": args.limit}
+    items, stages, mapping = [], {}, None
+    for i, (images, masks) in enumerate(zip(args.images, args.masks)):
+        found, mapping = sources.folder_items(images, masks, args.mapping, args.limit, delim, args.clip)
+        items += found
+        stages.update({it.name: args.stages[i] for it in found} if args.stages else {})
+    names = [it.name for it in items]
+    if len(set(names)) < len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})[:5]
+        raise utils.UserError(f"the --images folders share file names {dup}: every image needs its own name")
+    return items, {"source": "folder", "images": " ".join(str(Path(f).resolve()) for f in args.images),
+                   "masks": " ".join(str(Path(f).resolve()) for f in args.masks), "mapping": mapping,
+                   "video_delim": delim, "clip": args.clip, "limit": args.limit,
+                   "stages": ",".join(args.stages) if args.stages else None}, stages or None
 
 
 def import_all(items, root, workers, skip_bad, thumbs):
@@ -254,6 +283,8 @@ def check_args(args):
         raise utils.UserError(f"{', '.join(given)} does not apply to --source {args.source}")
     if args.frames_per_video < 1 or (args.limit is not None and args.limit < 1) or args.workers < 1:
         raise utils.UserError("--frames-per-video, --limit and --workers must be at least 1")
+    if args.stages and (args.fractions != defaults["fractions"] or args.stratify != defaults["stratify"]):
+        raise utils.UserError("--stages keeps the given split: --fractions and --stratify do not apply")
     if args.name == args.split_name:
         raise utils.UserError(f"--name and --split-name are both {args.name!r}: the two folders need different names")
 
@@ -270,11 +301,24 @@ def make_raw(raw, items, info, args, command):
     return done, eda
 
 
-def make_split(raw, proc, eda, info, args):
-    """Split by video and fill the processed folder; returns (data_split frame, its metadata)."""
-    split_df = split.split(eda, args.fractions, args.seed, args.stratify)
+def given_split(eda, stage_of) -> pd.DataFrame:
+    """The split the source folders already have (--stages); warns when a video group is in two stages."""
+    split_df = pd.DataFrame({"File_Name": eda.File_Name, "Stage": [stage_of[Path(f).stem] for f in eda.File_Name]})
+    shared = eda.video[split_df.groupby(eda.video).Stage.transform("nunique").to_numpy() > 1].unique()
+    if len(shared):
+        print(f"warning: {len(shared)} video group(s) appear in more than one of the given stages "
+              f"({', '.join(sorted(shared)[:5])}): frames of one scene on both sides (finer --clip?)", file=sys.stderr)
+    split_df.attrs["stratify"] = "given"
+    return split_df
+
+
+def make_split(raw, proc, eda, info, args, given=None):
+    """Split by video (or keep the `given` {name: stage}) and fill the processed folder; returns (split, metadata)."""
+    split_df = given_split(eda, given) if given else split.split(eda, args.fractions, args.seed, args.stratify)
     build_processed(raw, proc, split_df)
-    meta = {"name": args.split_name, "raw_data": args.name, "fractions": dict(zip(layout.STAGES, args.fractions)),
+    fractions = (split_df.Stage.value_counts(normalize=True).reindex(list(layout.STAGES), fill_value=0).round(4)
+                 if given else dict(zip(layout.STAGES, args.fractions)))
+    meta = {"name": args.split_name, "raw_data": args.name, "fractions": dict(fractions),
             "seed": args.seed, "stratify": split_df.attrs["stratify"],
             "images": {k: int((split_df.Stage == k).sum()) for k in layout.STAGES}}
     layout.write_manifest(proc, type="split_data", **meta, source=info["source"])
@@ -287,11 +331,11 @@ def main(argv=None):
     args = parse_args(argv)
     check_args(args)
     t0 = time.time()
-    items, info = get_items(args)
+    items, info, given = get_items(args)
     raw_dir, proc_dir = args.out / args.name, args.out / args.split_name
     with utils.atomic_dir(raw_dir) as raw, utils.atomic_dir(proc_dir) as proc:  # both or neither
         done, eda = make_raw(raw, items, info, args, shlex.join(["python", "data/prepare.py", *argv]))
-        split_df, meta = make_split(raw, proc, eda, info, args)
+        split_df, meta = make_split(raw, proc, eda, info, args, given)
     t_data = time.time() - t0
     print(summarize(eda).to_string(float_format=lambda v: f"{v:.4f}"))
     print(split.describe(eda, split_df).to_string())

@@ -1,16 +1,21 @@
 """Real street scenes: import a handful of CamVid frames with the camvid presets (skips when the data is absent)."""
+import json
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
 import params
 from bddseg import layout
+from bddseg.checkpoint import load_checkpoint
 
-CAMVID = Path(__file__).resolve().parents[2] / "shared/data/camvid"
+ROOT = Path(__file__).resolve().parents[1]
+CAMVID = ROOT.parent / "shared/data/camvid"
 pytestmark = pytest.mark.skipif(not (CAMVID / "train").is_dir(), reason=f"CamVid sample not found at {CAMVID}")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
 import prepare  # noqa: E402
@@ -56,3 +61,30 @@ def test_camvid_clip_grouping(subset, tmp_path):
                   "--mapping", "camvid", "--clip", 60, "--out", tmp_path, "--no-wandb", "--workers", 1])
     videos = pd.read_csv(tmp_path / params.RAW_DATA_AT / "eda.csv").video
     assert videos.nunique() > 3 and all("@" in v for v in videos)
+
+
+def test_camvid_given_split_trains_without_predicting_traffic_light(subset, tmp_path):
+    """CamVid's own train/val folders kept as stages; no traffic-light pixels -> the model never predicts one."""
+    val = tmp_path / "val"
+    (val / "images").mkdir(parents=True)
+    (val / "masks").mkdir()
+    for img in sorted((CAMVID / "val").glob("*.jpg"))[:4]:
+        (val / "images" / img.name).symlink_to(img)
+        (val / "masks" / f"{img.stem}.png").symlink_to(CAMVID / "valannot" / f"{img.stem}.png")
+    prepare.main(["--source", "folder", "--images", subset / "images", val / "images", "--masks", subset / "masks",
+                  val / "masks", "--stages", "train,valid", "--mapping", "camvid-sign", "--clip", 300,
+                  "--out", tmp_path / "a", "--no-wandb", "--workers", 1])
+    data = tmp_path / "a" / params.PROCESSED_DATA_AT
+    split = pd.read_csv(data / "data_split.csv")
+    assert (split.Stage == "valid").sum() == 4 and (split.Stage == "train").sum() == 12
+    args = ["--data", data, "--img_size", 64, "--batch_size", 4, "--epochs", 1, "--pretrained", "False",
+            "--crop", 48, "--focus", 0.5, "--output", tmp_path / "m"]
+    r = subprocess.run([sys.executable, "train.py", *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "no traffic light pixels in the training masks" in r.stderr
+    meta = json.loads(next((tmp_path / "m").glob("*/*/meta.json")).read_text())
+    assert meta["model_info"]["absent_classes"] == [2]
+    model, _ = load_checkpoint(next((tmp_path / "m").glob("*/*")))
+    with torch.no_grad():
+        assert not (model(torch.rand(2, 3, 64, 114)).argmax(1) == 2).any()

@@ -135,3 +135,23 @@ def test_bad_checkpoints_raise_user_errors_naming_the_file(saved, tmp_path, case
     with pytest.raises(UserError) as err:
         load_checkpoint(folder)
     assert names in str(err.value) and says in str(err.value), str(err.value)
+
+
+def test_absent_classes_are_never_predicted_and_survive_the_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model, info = build_model("mobilenet_v3_small", 7, pretrained=False, absent=[2])
+    assert info["absent_classes"] == [2]
+    with torch.no_grad():
+        model.head.bias.zero_()
+        model.head.bias[2] = 1e3  # the head alone would say "traffic light" everywhere
+    model.eval()
+    x = torch.rand(2, 3, 64, 114)
+    with torch.no_grad():
+        pred = model(x).argmax(1)
+    assert not (pred == 2).any() and "class_offset" not in model.state_dict()
+    folder = save_checkpoint(tmp_path / "run", model, {**META_IN, "model_info": info})
+    loaded, _ = load_checkpoint(folder)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x).argmax(1), pred, rtol=0, atol=0)
+    with pytest.raises(UserError, match="absent classes"):
+        build_model("mobilenet_v3_small", 3, pretrained=False, absent=[0, 1, 2])

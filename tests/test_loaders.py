@@ -8,7 +8,7 @@ from PIL import Image
 
 import params
 from bddseg import layout
-from bddseg.loaders import Augment, TensorLoader, get_dls, load_split
+from bddseg.loaders import Augment, TensorLoader, focus_points, get_dls, load_split, rare_weights
 from utils import UserError
 
 SIZE = params.frame_size(32)  # (32, 56): smaller than the 64x112 files, so resizing is exercised
@@ -116,3 +116,34 @@ def test_get_dls_wraps_both_splits(tiny_dataset):
     torch.testing.assert_close(x, dls.valid.images.float() / 255)  # validation is never augmented
     dls = get_dls(tiny_dataset, SIZE, bs=3, channels_last=True)
     assert all(b[0].is_contiguous(memory_format=torch.channels_last) for dl in dls for b in dl)
+
+
+def test_focus_crops_contain_the_rare_pixel_and_oversampling_weights():
+    n, h, w = 16, 40, 72
+    y = torch.ones(n, h, w, dtype=torch.uint8)  # road everywhere
+    rng = np.random.default_rng(0)
+    spots = [(int(rng.integers(0, h)), int(rng.integers(0, w))) for _ in range(n - 1)]
+    for i, (r, c) in enumerate(spots):
+        y[i, r, c] = 4  # one person pixel per image, anywhere (corners included); the last image has none
+    x = torch.rand(n, 3, h, w)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        _, cy = Augment(focus=1.0)(x, y, out_size=(8, 14), generator=g)
+        assert cy.shape == (n, 8, 14)
+        assert all((cy[i] == 4).any() for i in range(n - 1))  # every focused crop keeps its person pixel
+        assert not (cy[-1] == 4).any()
+    _, cy = Augment(focus=0.0)(x, y, out_size=(8, 14), generator=g)
+    assert sum(bool((cy[i] == 4).any()) for i in range(n - 1)) < n // 2  # unfocused: an 8x14 crop rarely hits it
+    pts = focus_points(y, generator=g)
+    assert pts[-1].isnan().all() and (pts[:-1].abs() < 1).all()
+    r, c = spots[0]
+    torch.testing.assert_close(pts[0], torch.tensor([(c + 0.5) / w * 2 - 1, (r + 0.5) / h * 2 - 1]))
+    torch.testing.assert_close(rare_weights(y, 3), torch.tensor([3.0] * (n - 1) + [1.0], dtype=torch.float64))
+
+
+def test_get_dls_crops_and_oversamples(tiny_dataset):
+    dls = get_dls(tiny_dataset, SIZE, bs=3, augment=False, out_size=(16, 28), focus=0.5, oversample=4)
+    x, y = dls.train.one_batch()
+    assert x.shape == (3, 3, 16, 28) and y.shape == (3, 16, 28)
+    assert dls.train.weights is not None and set(dls.train.weights.tolist()) <= {1.0, 4.0}
+    assert dls.valid.one_batch()[0].shape[-2:] == SIZE  # validation sees whole frames

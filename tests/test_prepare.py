@@ -287,3 +287,42 @@ def test_offline_run_logs_both_artifacts(tmp_path):
     assert any(b"split_data" in log and b"data_split.table" in log for log in logged)
     assert all(str(run) in r.stdout for run in runs)
     assert str(out / params.RAW_DATA_AT) in r.stdout and "offline" in r.stdout
+
+
+# ---------------------------------------------------------------- a split the data already has (--stages)
+def test_stages_keep_the_given_split(tmp_path, capsys):
+    tr_images, tr_masks = make_folder(tmp_path / "tr", [0, 1, 4], n=6, videos=3)
+    va_images, va_masks = make_folder(tmp_path / "va", [0, 1, 5], n=3, videos=3)
+    for f in list(va_images.iterdir()) + list(va_masks.iterdir()):  # other names, same video groups as train
+        f.rename(f.with_name("v" + f.name))
+    prepare.main(["--source", "folder", "--images", tr_images, va_images, "--masks", tr_masks, va_masks,
+                  "--stages", "train,valid", "--out", tmp_path / "o", *FAST])
+    split = pd.read_csv(tmp_path / "o" / params.PROCESSED_DATA_AT / "data_split.csv")
+    assert sorted(split[split.Stage == "train"].File_Name) == sorted(p.name for p in tr_images.iterdir())
+    assert sorted(split[split.Stage == "valid"].File_Name) == sorted(p.name for p in va_images.iterdir())
+    manifest = layout.read_manifest(tmp_path / "o" / params.PROCESSED_DATA_AT)
+    assert manifest["stratify"] == "given" and manifest["images"] == {"train": 6, "valid": 3, "test": 0}
+    assert "stages: train,valid" in (tmp_path / "o" / params.RAW_DATA_AT / "SOURCE.md").read_text()
+    assert capsys.readouterr().err == ""  # video ids differ ('vseq0' vs 'seq0'): no leakage warning
+
+
+def test_stages_warn_on_shared_videos_and_refuse_bad_combinations(tmp_path, capsys):
+    a_images, a_masks = make_folder(tmp_path / "a", [0, 1], n=3)
+    b_images, b_masks = make_folder(tmp_path / "b", [0, 1], n=6)
+    for f in list(b_images.iterdir()) + list(b_masks.iterdir()):
+        if int(f.stem.split("-")[1]) < 3:
+            f.unlink()  # b keeps seq0-000003.. : the same video groups as a, other files
+    prepare.main(["--source", "folder", "--images", a_images, b_images, "--masks", a_masks, b_masks,
+                  "--stages", "train,test", "--out", tmp_path / "o", *FAST])
+    assert "appear in more than one of the given stages" in capsys.readouterr().err
+    base = ["--source", "folder", "--masks", a_masks, b_masks, "--out", tmp_path / "x", "--no-wandb"]
+    for extra, message in [(["--images", a_images, b_images], "need --stages"),
+                           (["--images", a_images, b_images, "--stages", "train"], "one mask folder"),
+                           (["--images", a_images, b_images, "--stages", "train,valid", "--fractions", "0.5,0.3,0.2"],
+                            "do not apply"),
+                           (["--images", a_images, a_images, "--stages", "train,valid"], "share file names")]:
+        r = run_prepare(*base, *extra)
+        assert r.returncode == 2 and message in r.stderr, (extra, r.stderr)
+    r = run_prepare(*base, "--images", a_images, b_images, "--stages", "train,holdout")
+    assert r.returncode == 2 and "unknown stage" in r.stderr
+    assert_nothing_left(tmp_path / "x")

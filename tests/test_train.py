@@ -42,20 +42,32 @@ def test_wandb_agent_style_arguments():
 
 
 @pytest.mark.parametrize("bad", [["--augment=maybe"], ["--loss=hinge"], ["--class_weights=log"], ["--lr=-1"],
-                                 ["--img_size=0"], ["--epochs=x"]])
+                                 ["--img_size=0"], ["--epochs=x"], ["--recipe=fast"], ["--crop=200"],
+                                 ["--img_size=96", "--crop=120"], ["--focus=1.5"], ["--oversample=0.5"]])
 def test_bad_arguments_exit_2(bad, capsys):
     with pytest.raises(SystemExit) as e:
         train.parse_args(bad)
     assert e.value.code == 2 and "error" in capsys.readouterr().err
 
 
+def test_recipes_set_defaults_and_flags_win():
+    for name, recipe in params.RECIPES.items():
+        a = vars(train.parse_args(["--recipe", name]))
+        assert a["recipe"] == name and {k: a[k] for k in recipe} == recipe
+    a = train.parse_args(["--recipe=person", "--img_size", "120", "--loss=ce"])
+    assert (a.img_size, a.loss, a.class_weights) == (120, "ce", params.RECIPES["person"]["class_weights"])
+    assert train.parse_args([]).recipe is None and train.parse_args([]).crop == 0
+
+
 def test_names():
     c = SimpleNamespace(arch="resnet18", img_size=180, batch_size=8, lr=2e-3, loss="ce", class_weights="none",
-                        augment=True, time_budget=0)
+                        augment=True, time_budget=0, crop=0)
     assert train.run_name(c, True) == "resnet18-img180-bs8-lr2e-03-ce"
     assert train.run_name(c, False) == "resnet18-img180-bs8-lr2e-03-ce-scratch"
     c.arch, c.class_weights, c.augment, c.time_budget = "timm/convnext_tiny", "sqrt_inv", False, 20
     assert train.run_name(c, True) == "timm-convnext_tiny-img180-bs8-lr2e-03-ce-sqrt_inv-noaug-tb20m"
+    c.crop = 120
+    assert train.run_name(c, True) == "timm-convnext_tiny-img180-bs8-lr2e-03-ce-sqrt_inv-noaug-crop120-tb20m"
     assert train.dataset_name("me/proj/bdd_simple_1k_split:v3") == "bdd_simple_1k_split"
     assert train.dataset_name("/data/camvid_split/") == "camvid_split"
 
@@ -65,9 +77,8 @@ def test_freeze_then_unfreeze_with_discriminative_lr(tiny_dataset, tmp_path):
     """Pretrained weights cannot be had offline, so train() gets a model info saying they were loaded."""
     from fastai.callback.core import Callback
 
-    config = SimpleNamespace(arch="resnet18", pretrained=False, loss="ce", class_weights="none", mixed_precision=True,
-                             img_size=32, batch_size=4, augment=True, num_workers=0, seed=0, freeze_epochs=1,
-                             epochs=2, lr=1e-3, time_budget=0)
+    config = train.parse_args(["--pretrained=False", "--img_size=32", "--batch_size=4", "--seed=0", "--freeze_epochs=1",
+                               "--epochs=2", "--lr=1e-3"])
     dls = train.get_data(config, tiny_dataset, "cpu")
     learn, info, _ = train.get_learner(config, dls, "cpu")
     conv = learn.model.encoder.parameters().__next__()  # first encoder conv weight (not a BN parameter)
@@ -192,11 +203,12 @@ def test_checkpoint_round_trip_gives_the_recorded_metrics(basic_run, tiny_datase
 def test_pretrained_offline_falls_back_with_time_budget_and_extras(tiny_dataset, tmp_path):
     # default --pretrained True with an empty torch hub cache; a 0.3 s budget ends training during epoch 1
     r = run(["--img_size", "64", "--batch_size", "4", "--epochs", "5", "--time_budget", "0.005", "--loss", "dice_ce",
-             "--class_weights", "inv", "--log_preds", "True"], tmp_path, tiny_dataset)
+             "--class_weights", "inv", "--log_preds", "True", "--crop", "48", "--focus", "0.5", "--oversample", "2"],
+            tmp_path, tiny_dataset)
     assert r.rc == 0, r.err[-3000:]
     assert "warning: no pretrained weights" in r.err and "--freeze_epochs 1 ignored" in r.err
     d = r.runs[0]
-    assert d.name.startswith("resnet18-img64-bs4-lr2e-03-dice_ce-inv-tb0.005m-scratch-")
+    assert d.name.startswith("resnet18-img64-bs4-lr2e-03-dice_ce-inv-crop48-tb0.005m-scratch-")
     config = json.loads((d / "config.json").read_text())
     assert config["pretrained"] is True and config["pretrained_loaded"] is False
     assert len(config["class_weight_values"]) == 7

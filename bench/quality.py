@@ -1,0 +1,173 @@
+"""Quality at an equal CPU budget: a train.py recipe vs the course-way baseline, per-class IoU side by side.
+
+    python bench/quality.py --data artifacts/camvid --test-images camvid/test --test-masks camvid/testannot \
+        --mapping camvid-sign                                  # 21 min each (the recipe's budget), then both scored
+    python bench/quality.py --data artifacts/bdd_simple_1k_split --test artifacts/bdd_simple_1k_split --budget 5
+
+Both arms train on --data (train stage to fit, valid stage to choose the best epoch by miou) for the same wall-clock
+budget, on the same machine, one after the other:
+- recipe: `train.py --recipe NAME --time_budget B` (the project's U-Net, bf16, the recipe's loss, size and crops),
+  scored by `eval.py` on the test images;
+- course way: bench/course_way.py (fastai unet_learner resnet18 from scratch, fp32, 96 px, plain CE, one-cycle at
+  2e-3 fitted to the same clock), scored here with the same metric code (logits upsampled to each mask's size).
+Test images: an image folder + mask folder + class mapping (imported by data/prepare.py), or a processed dataset
+folder and its --split. Figures go to stdout and bench/out/quality.json.
+"""
+import argparse
+import copy
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import params  # noqa: E402
+from bddseg import device as dev  # noqa: E402
+from bddseg.layout import read_split  # noqa: E402
+from bddseg.metrics import CLASS_KEYS, confusion, iou_from_confusion, seg_metrics  # noqa: E402
+from bddseg.runlog import BestCheckpoint  # noqa: E402
+from bddseg.schedule import TimeBudget  # noqa: E402
+from bench.course_way import BATCH_SIZE, IMG_SIZE, LR, course_dls, course_learner  # noqa: E402
+
+MAX_EPOCHS = 10_000  # the clock ends the course-way fit, as train.py's --time_budget does
+
+
+def parse_args(argv=None):
+    """Command-line options."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", required=True, help="processed dataset folder to train on (train + valid stages)")
+    p.add_argument("--test", help="processed dataset folder holding the test images (with --split)")
+    p.add_argument("--split", default="test", help="stage of --test to score (default test)")
+    p.add_argument("--test-images", help="folder of test images (instead of --test)")
+    p.add_argument("--test-masks", help="folder of their masks")
+    p.add_argument("--mapping", default="identity", help="class mapping of --test-masks (a prepare.py preset or JSON)")
+    p.add_argument("--recipe", default="person", choices=list(params.RECIPES), help="train.py recipe")
+    p.add_argument("--budget", type=float, help="training minutes per arm (default: the recipe's time_budget)")
+    p.add_argument("--arms", nargs="+", default=["recipe", "course"], choices=["recipe", "course"])
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--out", default=str(ROOT / "bench/out"))
+    args = p.parse_args(argv)
+    if bool(args.test) == bool(args.test_images) or bool(args.test_images) != bool(args.test_masks):
+        p.error("give the test images either as --test FOLDER or as --test-images DIR --test-masks DIR")
+    args.budget = args.budget or params.RECIPES[args.recipe].get("time_budget") or 21
+    return args
+
+
+def run(cmd, tmp, **kw):
+    """A project script in a subprocess, W&B offline into tmp; stops the bench when it fails."""
+    env = {k: v for k, v in os.environ.items() if k != "SWEEP_METRICS_FILE"}
+    env.update(WANDB_MODE=os.environ.get("WANDB_MODE", "offline"), WANDB_DIR=str(tmp), WANDB_SILENT="true")
+    print("$", " ".join(map(str, cmd)), file=sys.stderr, flush=True)
+    subprocess.run([sys.executable, *map(str, cmd)], check=True, cwd=ROOT, env=env, **kw)
+
+
+def get_test(args, tmp) -> tuple:
+    """(processed folder, stage) of the test images: --test as given, or --test-images imported into tmp."""
+    if args.test:
+        return Path(args.test), args.split
+    run([ROOT / "data/prepare.py", "--source", "folder", "--images", args.test_images, "--masks", args.test_masks,
+         "--mapping", args.mapping, "--stages", "test", "--out", tmp, "--name", "test_raw", "--split-name", "test",
+         "--no-wandb"], tmp, stdout=subprocess.DEVNULL)
+    return tmp / "test", "test"
+
+
+def recipe_arm(args, test, split, tmp) -> dict:
+    """Train the recipe with train.py, score its best checkpoint with eval.py."""
+    t0 = time.time()
+    run([ROOT / "train.py", "--recipe", args.recipe, "--data", args.data, "--time_budget", args.budget,
+         "--seed", args.seed, "--output", tmp / "models"], tmp, stdout=subprocess.DEVNULL)
+    seconds = time.time() - t0
+    run_dir = next((tmp / "models").glob("*/*"))
+    summary = json.loads((run_dir / "summary.json").read_text())
+    run([ROOT / "eval.py", "--model", run_dir, "--data", test, "--split", split, "--out", tmp / "eval"], tmp,
+        stdout=subprocess.DEVNULL)
+    metrics = json.loads(next((tmp / "eval").glob("*/metrics.json")).read_text())
+    config = json.loads((run_dir / "config.json").read_text())
+    epochs = len((run_dir / "metrics.jsonl").read_text().splitlines())
+    return {"name": f"recipe {args.recipe}", "seconds": round(seconds), "epochs": epochs,
+            "best_epoch": summary["best_epoch"], "valid_miou": summary["best_metrics"]["miou"],
+            "config": {k: config[k] for k in params.RECIPES[args.recipe] if k in config},
+            "test": {k: metrics[f"{split}_{k}"] for k in ["miou", *(f"{c}_iou" for c in CLASS_KEYS), "pixel_acc"]}}
+
+
+def course_arm(args, test, split) -> dict:
+    """Train the course way on the same clock (best epoch by valid miou kept in memory) and score it."""
+    torch.manual_seed(args.seed)
+    dev.set_threads()
+    dls = course_dls(args.data, params.frame_size(IMG_SIZE), BATCH_SIZE)
+    best = {}
+    keep = BestCheckpoint(lambda model, m, epoch: best.update(state=copy.deepcopy(model.state_dict())))
+    learn = course_learner(dls, metrics=seg_metrics())
+    t0 = time.time()
+    with learn.no_bar(), learn.no_logging():
+        learn.fit_one_cycle(MAX_EPOCHS, LR, cbs=[TimeBudget(args.budget * 60), keep])
+    seconds = time.time() - t0
+    learn.model.load_state_dict(best["state"])
+    return {"name": "course way", "seconds": round(seconds), "epochs": learn.epoch + 1, "best_epoch": keep.best_epoch,
+            "valid_miou": keep.best, "test": score_course(learn, test, split)}
+
+
+def score_course(learn, test, split) -> dict:
+    """Metrics of a fastai learner on a split: its own test_dl transforms, logits upsampled to each mask's size."""
+    df = read_split(test, split)
+    probs, _ = learn.get_preds(dl=learn.dls.test_dl(list(df.image)))
+    cm = 0
+    for p, label in zip(probs, df.label):
+        mask = torch.from_numpy(np.asarray(Image.open(label)).copy())
+        up = F.interpolate(p[None].float(), size=tuple(mask.shape), mode="bilinear", align_corners=False)
+        cm = cm + confusion(up.argmax(1)[0], mask)
+    return iou_from_confusion(cm)
+
+
+def cell(v) -> str:
+    """A table cell: floats to 4 decimals, nan/None (JSON null) as nan, anything else as is."""
+    if v is None or isinstance(v, float):
+        return f"{float('nan') if v is None else v:16.4f}"
+    return f"{v!s:>16}"
+
+
+def print_table(results, images, split):
+    """Per-class IoU, one column per arm, then miou, pixel accuracy, valid miou, time and epochs."""
+    print(f"\n{images} test images ({split}); IoU per class (nan: class in neither truth nor prediction)")
+    print(f"{'':>15}" + "".join(f"{r['name']:>16}" for r in results))
+    for key, label in [(f"{c}_iou", c) for c in CLASS_KEYS] + [("miou", "mIoU"), ("pixel_acc", "pixel acc")]:
+        print(f"{label:>15}" + "".join(cell(r["test"][key]) for r in results))
+    for key, label in [("valid_miou", "valid mIoU"), ("seconds", "seconds"), ("epochs", "epochs"),
+                       ("best_epoch", "best epoch")]:
+        print(f"{label:>15}" + "".join(cell(r[key]) for r in results))
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        test, split = get_test(args, tmp)
+        images = len(read_split(test, split))
+        if not images:
+            sys.exit(f"error: {test}: no images in stage {split!r}")
+        print(f"budget {args.budget:g} min per arm; training data {args.data}; test {test} ({split}, {images} images)",
+              file=sys.stderr)
+        for arm in args.arms:
+            results.append(recipe_arm(args, test, split, tmp) if arm == "recipe" else course_arm(args, test, split))
+            print(f"done: {results[-1]['name']}: test miou {results[-1]['test']['miou']:.4f}, "
+                  f"person {results[-1]['test']['person_iou']:.4f}", file=sys.stderr, flush=True)
+    print_table(results, images, split)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "quality.json").write_text(json.dumps({"budget_min": args.budget, "data": str(args.data),
+                                                  "test_images": images, "results": results}, indent=2) + "\n")
+    print(f"\nwritten: {out / 'quality.json'}")
+
+
+if __name__ == "__main__":
+    main()
