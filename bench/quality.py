@@ -119,7 +119,8 @@ def course_arm(args, test, split) -> dict:
 def score_course(learn, test, split) -> dict:
     """Metrics of a fastai learner on a split: its own test_dl transforms, logits upsampled to each mask's size."""
     df = read_split(test, split)
-    probs, _ = learn.get_preds(dl=learn.dls.test_dl(list(df.image)))
+    with learn.no_bar():
+        probs, _ = learn.get_preds(dl=learn.dls.test_dl(list(df.image)))
     cm = 0
     for p, label in zip(probs, df.label):
         mask = torch.from_numpy(np.asarray(Image.open(label)).copy())

@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT))
 warnings.filterwarnings("ignore", message=".*torch.jit.script.*")
 import params  # noqa: E402
 from bddseg import device as dev  # noqa: E402
-from bench.course_way import course_dls  # noqa: E402
 from bddseg.models import build_model  # noqa: E402
+from bench.course_way import course_dls  # noqa: E402
 
 
 def get_dataset(args, tmp):
