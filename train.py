@@ -31,7 +31,7 @@ import utils
 from bddseg import device as dev
 from bddseg.checkpoint import WEIGHTS
 from bddseg.loaders import get_dls
-from bddseg.losses import CLASS_WEIGHTS, LOSSES, loss_from_config
+from bddseg.losses import CLASS_WEIGHTS, LOSSES, class_frequencies, loss_from_config
 from bddseg.metrics import seg_metrics
 from bddseg.models import build_model, param_groups
 from bddseg.runlog import (BestCheckpoint, MetricsLog, NonFiniteLoss, StopOnNonFinite, WandbMetrics, prediction_table,
@@ -119,8 +119,8 @@ def get_data(config, data_path, device):
 
 def get_learner(config, dls, device):
     """(Learner, model info, loss weights): U-Net, loss, one-accumulator metrics, autocast and NaN guard."""
-    seen = torch.bincount(dls.train.masks.flatten().long(), minlength=256)[:len(params.BDD_CLASSES)] > 0
-    absent = [c for c in params.BDD_CLASSES if not seen[c]]  # never predict what training never shows
+    freqs = class_frequencies(dls.train.masks)
+    absent = [c for c in params.BDD_CLASSES if freqs[c] == 0]  # never predict what training never shows
     if absent:
         print(f"note: no {', '.join(params.BDD_CLASSES[c] for c in absent)} pixels in the training masks: "
               f"never predicted", file=sys.stderr)

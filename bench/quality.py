@@ -9,7 +9,8 @@ budget, on the same machine, one after the other:
 - recipe: `train.py --recipe NAME --time_budget B` (the project's U-Net, bf16, the recipe's loss, size and crops),
   scored by `eval.py` on the test images;
 - course way: bench/course_way.py (fastai unet_learner resnet18 from scratch, fp32, 96 px, plain CE, one-cycle at
-  2e-3 fitted to the same clock), scored here with the same metric code (logits upsampled to each mask's size).
+  2e-3 fitted to the same clock), scored here with the same metric code (fastai's class probabilities upsampled
+  to each mask's size; eval.py upsamples logits).
 Test images: an image folder + mask folder + class mapping (imported by data/prepare.py), or a processed dataset
 folder and its --split. Figures go to stdout and bench/out/quality.json.
 """
@@ -117,7 +118,7 @@ def course_arm(args, test, split) -> dict:
 
 
 def score_course(learn, test, split) -> dict:
-    """Metrics of a fastai learner on a split: its own test_dl transforms, logits upsampled to each mask's size."""
+    """A fastai learner's metrics on a split: its own test_dl transforms, probabilities upsampled to mask size."""
     df = read_split(test, split)
     with learn.no_bar():
         probs, _ = learn.get_preds(dl=learn.dls.test_dl(list(df.image)))
