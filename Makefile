@@ -11,10 +11,11 @@ clean:  ## remove generated outputs (datasets, checkpoints, W&B runs, sweeps, re
 
 venv: .venv/.installed
 
-.venv/.installed: requirements.txt
+.venv/.installed: requirements.txt pyproject.toml
 	@test -x $(PY) || python3 -m venv .venv
 	@echo "installing requirements into .venv (about 2 minutes the first time) ..."
 	@$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt 2>&1 | { grep -v "$(PIP_NOISE)" || true; }
+	@$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .  # the bddseg package
 	@touch $@
 
 # The main job on the embedded synthetic data, sized for ~10 minutes on 2 CPU cores (time budgets, not epochs).

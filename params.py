@@ -1,56 +1,9 @@
-"""Project constants: W&B names, artifact names, classes and default locations."""
-import os
-from pathlib import Path
+"""Course-facing constants (W&B project, artifact names, classes, recipes): re-exported from `bddseg.config`.
 
-ROOT = Path(__file__).resolve().parent
+Edit the values there; this file keeps the course's `import params; params.WANDB_PROJECT` working.
+"""
+from bddseg.config import (BDD_CLASSES, CLASS_COLORS, ENTITY, IGNORE, PROCESSED_DATA_AT, RARE_CLASSES, RAW_DATA_AT,
+                           RECIPES, WANDB_PROJECT, class_key, frame_size)
 
-# W&B
-WANDB_PROJECT = os.environ.get("WANDB_PROJECT", "bddseg")
-ENTITY = os.environ.get("WANDB_ENTITY") or None
-
-# Artifacts (course names)
-RAW_DATA_AT = "bdd_simple_1k"
-PROCESSED_DATA_AT = "bdd_simple_1k_split"
-
-# Classes: ids 0..6 in this order everywhere; 255 is ignored by losses, metrics and reports.
-BDD_CLASSES = {0: "background", 1: "road", 2: "traffic light", 3: "traffic sign",
-               4: "person", 5: "vehicle", 6: "bicycle"}
-IGNORE = 255
-RARE_CLASSES = (2, 3, 4, 6)  # traffic light, traffic sign, person, bicycle
-CLASS_COLORS = {0: (0, 0, 0), 1: (128, 64, 128), 2: (250, 170, 30), 3: (220, 220, 0),
-                4: (220, 20, 60), 5: (0, 0, 142), 6: (119, 11, 32), IGNORE: (255, 255, 255)}
-
-# Local outputs (all gitignored)
-ARTIFACTS_DIR = Path(os.environ.get("BDDSEG_ARTIFACTS", ROOT / "artifacts"))
-MODELS_DIR = Path(os.environ.get("BDDSEG_MODELS", ROOT / "models"))
-EVAL_DIR = Path(os.environ.get("BDDSEG_EVAL", ROOT / "eval"))
-SWEEPS_DIR = Path(os.environ.get("BDDSEG_SWEEPS", ROOT / "sweeps_db"))
-REPORTS_DIR = Path(os.environ.get("BDDSEG_REPORTS", ROOT / "reports"))
-
-# ImageNet statistics (encoders trained from scratch use them too, so checkpoints stay comparable)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def class_key(name: str) -> str:
-    """Metric-key form of a class name: 'traffic light' -> 'traffic_light'."""
-    return name.replace(" ", "_")
-
-ASPECT = 16 / 9  # BDD frames are 16:9; img_size is the height, the width follows
-
-
-def frame_size(height: int) -> tuple:
-    """(height, width) for a 16:9 frame of the given height, width rounded to an even number (180 -> (180, 320))."""
-    return int(height), int(round(height * ASPECT / 2)) * 2
-
-
-# Named training configurations: `python train.py --recipe NAME` takes these as defaults (explicit flags win).
-RECIPES = {
-    # The course project's way, in train.py: resnet18 U-Net from scratch (offline), fp32, 96 px, plain CE, 10 epochs.
-    "course": dict(arch="resnet18", img_size=96, batch_size=8, lr=2e-3, epochs=10, loss="ce", class_weights="none",
-                   pretrained=False, mixed_precision=False, freeze_epochs=0, augment=True),
-    # Rare classes on a 21-minute CPU budget, no pretrained weights (README "Recipes": how it was chosen, figures).
-    "person": dict(arch="resnet18", img_size=180, batch_size=8, lr=3e-3, loss="dice_ce", class_weights="sqrt_inv",
-                   pretrained=False, mixed_precision=True, freeze_epochs=0, augment=True, time_budget=21,
-                   crop=0, focus=0.0, oversample=1.0),
-}
+__all__ = ["WANDB_PROJECT", "ENTITY", "RAW_DATA_AT", "PROCESSED_DATA_AT", "BDD_CLASSES", "IGNORE", "RARE_CLASSES",
+           "CLASS_COLORS", "RECIPES", "class_key", "frame_size"]

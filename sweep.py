@@ -13,12 +13,14 @@ agents share; a SQLAlchemy URL such as postgresql://user:password@host/db for ag
 import argparse
 import sys
 
+import optuna
+
+from bddseg.cli import run_cli
 from bddseg.sweeper import agent as agent_loop
-from bddseg.sweeper import report as html_report
 from bddseg.sweeper import storage as st
+from bddseg.sweeper import sweep_report
 from bddseg.sweeper.config import load_config
 from bddseg.sweeper.study import best, config_id, create_sweep, list_sweeps, load_sweep, trials_frame
-from utils import run_cli
 
 COMMANDS = ("create", "agent", "status", "report", "run")
 
@@ -95,7 +97,7 @@ def report(args) -> int:
     """`report`: write the sweep's HTML report and print where it is."""
     storage = st.get_storage(args.storage)
     study, config = load_sweep(args.sweep, storage, wait=False)
-    path = html_report.write_report(study, config, args.out)
+    path = sweep_report.write_report(study, config, args.out)
     print(f"report: {path}")
     return 0
 
@@ -152,6 +154,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no Optuna INFO lines between ours
     if args.cmd == "create":
         create(args)
         return 0

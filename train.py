@@ -6,11 +6,10 @@
 
 Outputs go to <output>/unet-<dataset>/<run-name>-<run-id>/: model.safetensors + meta.json (best epoch by miou),
 metrics.jsonl (one line per epoch, also appended to $SWEEP_METRICS_FILE when set), config.json, summary.json.
+The run's life (W&B init, run folder, summary, model artifact, exit code) is `bddseg.training_run.TrainingRun`.
 """
 import argparse
-import signal
 import sys
-import time
 import warnings
 from functools import partial
 from pathlib import Path
@@ -26,18 +25,20 @@ from fastai.torch_core import set_seed
 from fastcore.basics import noop
 from safetensors.torch import load_file
 
-import params
-import utils
+from bddseg import config as cfg
 from bddseg import device as dev
 from bddseg.checkpoint import WEIGHTS
+from bddseg.cli import run_cli, str2bool
 from bddseg.loaders import get_dls
 from bddseg.losses import CLASS_WEIGHTS, LOSSES, class_frequencies, loss_from_config
 from bddseg.metrics import seg_metrics
 from bddseg.models import build_model, param_groups
-from bddseg.runlog import (BestCheckpoint, MetricsLog, NonFiniteLoss, StopOnNonFinite, WandbMetrics, prediction_table,
-                           save_run_checkpoint)
+from bddseg.precision import AutocastMixedPrecision, StopOnNonFinite
+from bddseg.record import BestCheckpoint, MetricsLog, WandbMetrics
+from bddseg.resolve import dataset_name, resolve_data
 from bddseg.schedule import TimeBudget, UnfreezeAt
-from utils import UserError, str2bool
+from bddseg.tables import prediction_table
+from bddseg.training_run import TrainingRun
 
 # fastai Adam's hyperparameters on torch's fused AdamW kernel: the optimizer step is 3-5x faster than fastai's Adam
 OPT_FUNC = partial(OptimWrapper, opt=partial(torch.optim.AdamW, betas=(0.9, 0.99), eps=1e-5, fused=True))
@@ -48,7 +49,7 @@ MAX_BUDGET_EPOCHS = 10_000  # with --time_budget the clock, not the epoch count,
 def parse_args(argv=None):
     """Command-line hyperparameters (course defaults, or a --recipe's); accepts `--k v` and `--k=v` as `wandb agent`."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--recipe", default=None, choices=list(params.RECIPES),
+    p.add_argument("--recipe", default=None, choices=list(cfg.RECIPES),
                    help="named configuration whose values become the defaults (explicit flags still win)")
     p.add_argument("--img_size", type=int, default=180, help="frame height in pixels (width = 16/9 of it)")
     p.add_argument("--batch_size", type=int, default=8)
@@ -60,7 +61,7 @@ def parse_args(argv=None):
     p.add_argument("--arch", default="resnet18", help="encoder: torchvision name or timm/<name>")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--log_preds", type=str2bool, default=False, help="W&B table of validation predictions")
-    p.add_argument("--data", default=params.PROCESSED_DATA_AT, help="processed dataset: artifact name or folder")
+    p.add_argument("--data", default=cfg.PROCESSED_DATA_AT, help="processed dataset: artifact name or folder")
     p.add_argument("--loss", default="ce", choices=LOSSES)
     p.add_argument("--class_weights", default="none", choices=CLASS_WEIGHTS,
                    help="pixel-frequency class weights from the train masks (wce defaults to sqrt_inv)")
@@ -68,7 +69,7 @@ def parse_args(argv=None):
                    help="epochs with the pretrained encoder frozen before unfreezing (0 = never)")
     p.add_argument("--num_workers", type=int, default=0, help="threads for the one-time decode (0 = one per core)")
     p.add_argument("--project", default=None, help="W&B project (default unet-<dataset>)")
-    p.add_argument("--output", default=str(params.MODELS_DIR), help="where run folders (checkpoints) go")
+    p.add_argument("--output", default=str(cfg.MODELS_DIR), help="where run folders (checkpoints) go")
     p.add_argument("--time_budget", type=float, default=0,
                    help="minutes of fitting: the one-cycle schedule follows the clock, --epochs is ignored (0 = off)")
     p.add_argument("--crop", type=int, default=0,
@@ -79,7 +80,7 @@ def parse_args(argv=None):
                    help="draw training images that contain a rare class this many times as often (1 = off)")
     recipe = p.parse_known_args(argv)[0].recipe
     if recipe:
-        p.set_defaults(**params.RECIPES[recipe])
+        p.set_defaults(**cfg.RECIPES[recipe])
     args = p.parse_args(argv)
     for name in ("img_size", "batch_size", "epochs"):
         if getattr(args, name) < 1:
@@ -89,11 +90,6 @@ def parse_args(argv=None):
     if not 0 <= args.crop <= args.img_size or not 0 <= args.focus <= 1 or args.oversample < 1:
         p.error(f"--crop must be 0..img_size ({args.img_size}), --focus 0..1 and --oversample >= 1")
     return args
-
-
-def dataset_name(data) -> str:
-    """Dataset name of a folder path or an artifact reference ('ent/proj/bdd_simple_1k_split:v2' -> its name)."""
-    return str(data).rstrip("/").split("/")[-1].split(":")[0]
 
 
 def run_name(config, pretrained_loaded) -> str:
@@ -110,8 +106,8 @@ def run_name(config, pretrained_loaded) -> str:
 
 def get_data(config, data_path, device):
     """In-memory fastai DataLoaders at the configured frame size (decoded once); crops and rare-class sampling."""
-    size = params.frame_size(config.img_size)
-    crop = params.frame_size(config.crop) if config.crop and config.crop < config.img_size else None
+    size = cfg.frame_size(config.img_size)
+    crop = cfg.frame_size(config.crop) if config.crop and config.crop < config.img_size else None
     return get_dls(data_path, size, config.batch_size, augment=config.augment, device=device,
                    threads=config.num_workers, seed=config.seed, out_size=crop, focus=config.focus,
                    oversample=config.oversample, channels_last=dev.use_channels_last(device))
@@ -120,18 +116,18 @@ def get_data(config, data_path, device):
 def get_learner(config, dls, device):
     """(Learner, model info, loss weights): U-Net, loss, one-accumulator metrics, autocast and NaN guard."""
     freqs = class_frequencies(dls.train.masks)
-    absent = [c for c in params.BDD_CLASSES if freqs[c] == 0]  # never predict what training never shows
+    absent = [c for c in cfg.BDD_CLASSES if freqs[c] == 0]  # never predict what training never shows
     if absent:
-        print(f"note: no {', '.join(params.BDD_CLASSES[c] for c in absent)} pixels in the training masks: "
+        print(f"note: no {', '.join(cfg.BDD_CLASSES[c] for c in absent)} pixels in the training masks: "
               f"never predicted", file=sys.stderr)
-    model, info = build_model(config.arch, len(params.BDD_CLASSES), config.pretrained, absent)
+    model, info = build_model(config.arch, len(cfg.BDD_CLASSES), config.pretrained, absent)
     if dev.use_channels_last(device):
         model = model.to(memory_format=torch.channels_last)
     loss_func, weights = loss_from_config(config.loss, config.class_weights, dls.train.masks)
     cbs = [StopOnNonFinite()]
     dtype = dev.amp_dtype(device, config.mixed_precision)
     if dtype is not None:
-        cbs.append(dev.AutocastMixedPrecision(device, dtype))
+        cbs.append(AutocastMixedPrecision(device, dtype))
     learn = Learner(dls, model.to(device), loss_func=loss_func.to(device), opt_func=OPT_FUNC, splitter=param_groups,
                     metrics=seg_metrics(), cbs=cbs)
     if not sys.stdout.isatty():  # logs and sweep trials: MetricsLog prints plain lines instead of progress bars
@@ -172,19 +168,6 @@ def final_metrics(learn, run_dir) -> dict:
     return {f"final_{n}": float(s) for n, s in zip(names, scores)}
 
 
-def log_model(run, run_dir, meta):
-    """The run folder as a W&B model artifact (alias best); works offline (synced later)."""
-    art = wandb.Artifact(run_dir.name, type="model", metadata={k: meta[k] for k in
-                         ("arch", "img_size", "dataset", "epoch", "metrics", "run_name") if k in meta})
-    art.add_dir(str(run_dir))
-    run.log_artifact(art, aliases=["best", "latest"])
-
-
-def _sigterm(signum, frame):
-    """SIGTERM (how sweep agents stop pruned trials) takes the Ctrl-C path."""
-    raise KeyboardInterrupt("SIGTERM")
-
-
 def derived_config(config, run, dls, learn, info, data_path, device, threads) -> dict:
     """What the run worked out beyond the flags (data path, pretrained_loaded, precision, sizes): into the config."""
     name, dataset = run_name(config, info.get("pretrained_loaded", False)), dataset_name(config.data)
@@ -192,95 +175,42 @@ def derived_config(config, run, dls, learn, info, data_path, device, threads) ->
             "run_dir": str(Path(config.output) / f"unet-{dataset}" / f"{name}-{run.id}"),
             "pretrained_loaded": bool(info.get("pretrained_loaded", False)), "device": str(device),
             "precision": dev.precision_name(device, config.mixed_precision), "threads": threads,
-            "frame_size": list(params.frame_size(config.img_size)), "n_train": dls.train.n, "n_valid": dls.valid.n,
+            "frame_size": list(cfg.frame_size(config.img_size)), "n_train": dls.train.n, "n_valid": dls.valid.n,
             "n_params": sum(p.numel() for p in learn.model.parameters())}
 
 
-def checkpoint_meta(run_config, info) -> dict:
-    """meta.json content: everything needed to rebuild and use the model (metrics and epoch added when saved)."""
-    keys = ("img_size", "frame_size", "dataset", "data_path", "run_name", "project")
-    return {"arch": run_config["arch"], "n_classes": len(params.BDD_CLASSES),
-            "classes": {str(k): v for k, v in params.BDD_CLASSES.items()}, "ignore_index": params.IGNORE,
-            **{k: run_config[k] for k in keys}, "run_id": wandb.run.id, "model_info": info, "config": run_config}
+def log_predictions(run, config, learn, dls, device):
+    """A W&B table of validation predictions of the best checkpoint (--log_preds True)."""
+    autocast = lambda: dev.autocast_context(device, config.mixed_precision)  # noqa: E731
+    run.log({"pred_table": prediction_table(learn.model, dls.valid, device, cfg.BDD_CLASSES, autocast=autocast)})
 
 
 def main(argv=None):
+    """Parse args -> get data -> get learner -> train -> log; exits non-zero unless the run finished."""
+    cfg.offline_hubs()
     args = parse_args(argv)
-    t0 = time.time()
-    run = utils.init_wandb(project=args.project or f"unet-{dataset_name(args.data)}", job_type="training",
-                           config=vars(args))
-    config = run.config  # sweep values win over the command line
-    signal.signal(signal.SIGTERM, _sigterm)
-    status, exit_code, run_dir, meta, best, final = "failed", 1, None, {}, None, {}
-    try:
+    with TrainingRun(args, project=args.project or f"unet-{dataset_name(args.data)}") as run:
+        config = run.config
         set_seed(config.seed)
         threads, device = dev.set_threads(), dev.get_device()
-        data_path = utils.resolve_data(config.data, run)
+        data_path = resolve_data(config.data, run.wandb)
         dls = get_data(config, data_path, device)
         learn, info, weights = get_learner(config, dls, device)
-        config.update({**derived_config(config, run, dls, learn, info, data_path, device, threads),
-                       "class_weight_values": weights}, allow_val_change=True)
-        run.name, run_dir = config.run_name, Path(config.run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        utils.write_json(run_dir / "config.json", dict(config.items()))
-        meta = checkpoint_meta(dict(config.items()), info)
-
-        def save(model, metrics, epoch):
-            meta.update(metrics=metrics, epoch=epoch)
-            save_run_checkpoint(run_dir, model, meta)
-
-        print(f"training {run.name} on {config.dataset} ({dls.train.n} train / {dls.valid.n} valid images, "
-              f"{device} {config.precision}, {threads} threads) -> {run_dir}", file=sys.stderr)
-        log, best = train(config, learn, info, run_dir, save)
+        run.set_up({**derived_config(config, run.wandb, dls, learn, info, data_path, device, threads),
+                    "class_weight_values": weights}, info)
+        print(f"training {run.wandb.name} on {config.dataset} ({dls.train.n} train / {dls.valid.n} valid images, "
+              f"{device} {config.precision}, {threads} threads) -> {run.dir}", file=sys.stderr)
+        log, best = train(config, learn, info, run.dir, run.save)
         if best.best_epoch is None:
             raise RuntimeError("no epoch produced a finite miou: no checkpoint was saved")
-        final = final_metrics(learn, run_dir)
-        run.summary.update({**final, "best_epoch": best.best_epoch, "epochs_run": len(log.rows)})
+        final = final_metrics(learn, run.dir)
         if config.log_preds:
-            run.log({"pred_table": prediction_table(learn.model, dls.valid, device, params.BDD_CLASSES, autocast=(
-                lambda: dev.autocast_context(device, config.mixed_precision)))})
-        status, exit_code = "finished", 0
-    except KeyboardInterrupt as e:
-        status, exit_code = "interrupted", 143 if str(e) == "SIGTERM" else 130
-    except NonFiniteLoss as e:
-        print(f"error: {e.message}", file=sys.stderr)
-        status = "diverged"
-    except UserError:
-        status, exit_code = "bad input", 2
-        raise
-    finally:
-        summary = finish(run, status, exit_code, run_dir, meta, best, final, t0)
-    if exit_code:
-        sys.exit(exit_code)
-    return summary
-
-
-def finish(run, status, exit_code, run_dir, meta, best, final, t0) -> dict:
-    """summary.json, the model artifact (when finished), the one-line summary, an alert when online, run.finish."""
-    summary = {"status": status, "run_id": run.id, "run_name": run.name, "run_dir": str(run_dir),
-               "seconds": round(time.time() - t0, 1), "best_epoch": getattr(best, "best_epoch", None),
-               "best_metrics": getattr(best, "best_metrics", None), **final}
-    if run_dir is not None and run_dir.exists():
-        utils.write_json(run_dir / "summary.json", summary)
-        if status == "finished":
-            log_model(run, run_dir, meta)
-    line = one_line_summary(summary, run)
-    print(line, file=sys.stderr)
-    if utils.is_online(run):
-        wandb.alert(title=f"train {status}: {run.name}", text=line,
-                    level=wandb.AlertLevel.INFO if status == "finished" else wandb.AlertLevel.WARN)
-    run.finish(exit_code=exit_code)
-    return summary
-
-
-def one_line_summary(summary, run) -> str:
-    """'train finished: <name> (<id>) best miou 0.41 @ epoch 7, 312 s -> <dir>; W&B offline run at ...'."""
-    miou = (summary.get("best_metrics") or {}).get("miou")
-    score = f"best miou {miou:.4f} @ epoch {summary['best_epoch']}" if miou is not None else "no checkpoint"
-    where = f"W&B {'online: ' + run.url if utils.is_online(run) else 'offline run: ' + str(Path(run.dir).parent)}"
-    return f"train {summary['status']}: {summary['run_name']} ({summary['run_id']}) {score}, " \
-           f"{summary['seconds']} s -> {summary['run_dir']}; {where}"
+            log_predictions(run.wandb, config, learn, dls, device)
+        run.done(best, len(log.rows), final)
+    if run.exit_code:
+        sys.exit(run.exit_code)
+    return run.summary
 
 
 if __name__ == "__main__":
-    utils.run_cli(main)
+    run_cli(main)

@@ -1,16 +1,18 @@
 """Checkpoint folders: model.safetensors (tensors only, never pickle) + meta.json (everything to rebuild and use it)."""
 import json
+import shutil
 from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
-import utils
+from bddseg.atomic import atomic_dir, write_json
+from bddseg.cli import UserError
 from bddseg.models import build_model
-from utils import UserError
 
 WEIGHTS, META = "model.safetensors", "meta.json"
 FORMAT_VERSION = 1
 REQUIRED = ("arch", "n_classes")
+RECORD_FILES = ("metrics.jsonl", "config.json", "summary.json")  # a run folder's record, kept across saves
 
 
 def save_checkpoint(folder, model, meta: dict) -> Path:
@@ -23,10 +25,25 @@ def save_checkpoint(folder, model, meta: dict) -> Path:
     # the normalisation the model applies (rounded: 0.485, not float32's 0.48500001)
     stats = {k: [round(v, 6) for v in getattr(model, k).flatten().tolist()] for k in ("mean", "std")}
     meta = {**meta, **stats, "format_version": FORMAT_VERSION}
-    with utils.atomic_dir(folder) as tmp:
+    with atomic_dir(folder) as tmp:
         save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt", "arch": str(meta["arch"])})
-        utils.write_json(tmp / META, meta)
+        write_json(tmp / META, meta)
     return Path(folder)
+
+
+def save_run_checkpoint(run_dir, model, meta):
+    """save_checkpoint into the run folder, atomically, keeping the run-record files that live beside it.
+
+    save_checkpoint replaces the whole folder it is given; so it writes into a temp folder that also receives
+    copies of RECORD_FILES, and that folder then replaces run_dir in one rename (Ctrl-C leaves the old one).
+    """
+    run_dir = Path(run_dir)
+    with atomic_dir(run_dir) as tmp:
+        save_checkpoint(tmp, model, meta)
+        for name in RECORD_FILES:
+            if (run_dir / name).exists():
+                shutil.copy2(run_dir / name, tmp / name)
+    return run_dir
 
 
 def read_meta(folder) -> dict:

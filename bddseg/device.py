@@ -1,4 +1,4 @@
-"""Where and in which precision to run: device choice, CPU threads, the autocast rule and its fastai callback.
+"""Where and in which precision to run: device choice, CPU threads, the autocast rule (fastai callback: precision.py).
 
 The rule (train and eval share it): CUDA -> bf16 autocast when the GPU supports it, else fp16 with a GradScaler;
 CPU -> bf16 autocast when the CPU has native bf16 (AVX512-BF16/AMX), else fp32.
@@ -7,9 +7,6 @@ import os
 from contextlib import nullcontext
 
 import torch
-from fastai.callback.fp16 import MixedPrecision
-from fastai.torch_core import L
-from torch.amp import GradScaler
 
 
 def get_device(name=None) -> torch.device:
@@ -65,16 +62,3 @@ def use_channels_last(device) -> bool:
     """channels_last (model AND input) on CUDA and CPU: the project's resnet18 U-Net trains 10-20% faster with it on
     this 2-core CPU (bf16 and fp32, 96 and 180 px); a contiguous input to a channels_last model gains nothing."""
     return torch.device(device).type in ("cuda", "cpu")
-
-
-class AutocastMixedPrecision(MixedPrecision):
-    """fastai's MixedPrecision for any device type: forward + loss under autocast, GradScaler only for fp16."""
-
-    def __init__(self, device, dtype, **kwargs):
-        super().__init__(**kwargs)
-        self.device_type, self.dtype = torch.device(device).type, dtype
-
-    def before_fit(self):
-        self.kwargs["enabled"] = self.dtype == torch.float16
-        self.autocast = torch.autocast(self.device_type, dtype=self.dtype)
-        self.learn.scaler, self.scales = GradScaler(self.device_type, **self.kwargs), L()

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from bddseg import config
+
 IMAGES, LABELS = "images", "labels"
 SPLIT_CSV, MANIFEST, EDA_CSV, SOURCE_MD = "data_split.csv", "manifest.json", "eda.csv", "SOURCE.md"
 STAGES = ("train", "valid", "test")
@@ -81,12 +83,11 @@ def check_manifest(root, full: bool = False) -> list:
 
 def write_manifest(root, **meta) -> dict:
     """Write manifest.json: `meta` (name, type, source, ...) plus classes and size+sha256 of every file below root."""
-    import params
-    from utils import write_json
+    from bddseg.atomic import write_json
     root = Path(root)
     files = {str(p.relative_to(root)): {"size": p.stat().st_size, "sha256": sha256(p)}
              for p in sorted(root.rglob("*")) if p.is_file() and p.name != MANIFEST}
-    manifest = {**meta, "classes": {str(k): v for k, v in params.BDD_CLASSES.items()},
-                "ignore_index": params.IGNORE, "files": files}
+    manifest = {**meta, "classes": {str(k): v for k, v in config.BDD_CLASSES.items()},
+                "ignore_index": config.IGNORE, "files": files}
     write_json(root / MANIFEST, manifest)
     return manifest

@@ -20,9 +20,8 @@ import torch.nn.functional as F
 from fastai.data.core import DataLoaders
 from PIL import Image
 
-import params
-from bddseg import layout
-from utils import UserError
+from bddseg import config, layout
+from bddseg.cli import UserError
 
 
 # ------------------------------------------------------------------ decode once
@@ -60,10 +59,10 @@ def load_split(root, stage, size, threads=0):
         pairs = list(pool.map(lambda r: load_pair(r[0], r[1], size), zip(df.image, df.label)))
     images = torch.from_numpy(np.stack([p[0] for p in pairs])).permute(0, 3, 1, 2).contiguous()
     masks = torch.from_numpy(np.stack([p[1] for p in pairs]))
-    bad = set(torch.unique(masks).tolist()) - set(params.BDD_CLASSES) - {params.IGNORE}
+    bad = set(torch.unique(masks).tolist()) - set(config.BDD_CLASSES) - {config.IGNORE}
     if bad:
         raise UserError(f"{root}: {stage} masks contain values {sorted(bad)} outside the classes "
-                        f"{sorted(params.BDD_CLASSES)} and {params.IGNORE}")
+                        f"{sorted(config.BDD_CLASSES)} and {config.IGNORE}")
     return images, masks, list(df.File_Name)
 
 
@@ -81,7 +80,7 @@ def check_dataset(root):
 
 
 # ------------------------------------------------------------------ batched augmentation
-def focus_points(masks, classes=params.RARE_CLASSES, generator=None):
+def focus_points(masks, classes=config.RARE_CLASSES, generator=None):
     """N x 2 crop centres (x, y in [-1, 1]): a random pixel of one of `classes` per mask, nan where there is none."""
     n, h, w = masks.shape
     out = torch.full((n, 2), float("nan"))
@@ -94,7 +93,7 @@ def focus_points(masks, classes=params.RARE_CLASSES, generator=None):
     return out
 
 
-def rare_weights(masks, k, classes=params.RARE_CLASSES) -> torch.Tensor:
+def rare_weights(masks, k, classes=config.RARE_CLASSES) -> torch.Tensor:
     """Sampling weight per image: k for images containing one of `classes`, 1 for the others."""
     has = torch.isin(masks, torch.tensor(classes, dtype=masks.dtype)).flatten(1).any(1)
     return 1 + (float(k) - 1) * has.double()

@@ -7,13 +7,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import params
+from bddseg import config
 
 LOSSES = ("ce", "wce", "focal", "dice_ce")
 CLASS_WEIGHTS = ("none", "sqrt_inv", "inv")
 
 
-def class_frequencies(masks, n_classes=len(params.BDD_CLASSES), ignore_index=params.IGNORE) -> torch.Tensor:
+def class_frequencies(masks, n_classes=len(config.BDD_CLASSES), ignore_index=config.IGNORE) -> torch.Tensor:
     """Pixel share of each class in a uint8 mask tensor (any shape), ignore pixels excluded."""
     m = torch.as_tensor(masks).reshape(-1)
     counts = torch.bincount(m[m != ignore_index].long(), minlength=n_classes)[:n_classes].double()
@@ -39,7 +39,7 @@ def class_weights(freqs, kind="sqrt_inv") -> torch.Tensor:
 class FocalLoss(nn.Module):
     """Focal loss (Lin et al. 2017) over pixels, optional class weights (alpha), mean over non-ignored pixels."""
 
-    def __init__(self, weight=None, gamma=2.0, ignore_index=params.IGNORE):
+    def __init__(self, weight=None, gamma=2.0, ignore_index=config.IGNORE):
         super().__init__()
         self.register_buffer("weight", weight)
         self.gamma, self.ignore_index = gamma, ignore_index
@@ -55,7 +55,7 @@ class FocalLoss(nn.Module):
 class DiceCELoss(nn.Module):
     """Cross-entropy plus soft multi-class Dice (1 - mean class Dice over the batch), ignore pixels masked out."""
 
-    def __init__(self, weight=None, ignore_index=params.IGNORE, smooth=1.0):
+    def __init__(self, weight=None, ignore_index=config.IGNORE, smooth=1.0):
         super().__init__()
         self.ce = nn.CrossEntropyLoss(weight=weight, ignore_index=ignore_index)
         self.register_buffer("weight", weight)
@@ -80,7 +80,7 @@ def get_loss(name="ce", weights=None) -> nn.Module:
     if name in ("ce", "wce"):
         if name == "wce" and weights is None:
             raise ValueError("loss 'wce' needs class weights")
-        return nn.CrossEntropyLoss(weight=weights, ignore_index=params.IGNORE)
+        return nn.CrossEntropyLoss(weight=weights, ignore_index=config.IGNORE)
     if name == "focal":
         return FocalLoss(weight=weights)
     return DiceCELoss(weight=weights)

@@ -10,13 +10,13 @@ import numpy as np
 import torch
 from fastai.learner import Metric
 
-import params
+from bddseg import config
 
-CLASS_KEYS = [params.class_key(n) for n in params.BDD_CLASSES.values()]
+CLASS_KEYS = config.CLASS_KEYS
 METRIC_KEYS = ["miou", *(f"{k}_iou" for k in CLASS_KEYS), "pixel_acc"]
 
 
-def confusion(pred, target, n_classes=len(CLASS_KEYS), ignore_index=params.IGNORE):
+def confusion(pred, target, n_classes=len(CLASS_KEYS), ignore_index=config.IGNORE):
     """C x C int64 confusion matrix (rows target, cols prediction) of integer label maps; ignore pixels dropped."""
     pred, target = torch.as_tensor(pred).reshape(-1).long(), torch.as_tensor(target).reshape(-1).long()
     cells = n_classes * n_classes
@@ -47,7 +47,7 @@ def iou_from_confusion(cm, keys=CLASS_KEYS, prefix="") -> dict:
 class ConfusionAccumulator:
     """Running confusion matrix over a split; `update(logits, target)` per batch, `results()` at the end."""
 
-    def __init__(self, n_classes=len(CLASS_KEYS), ignore_index=params.IGNORE):
+    def __init__(self, n_classes=len(CLASS_KEYS), ignore_index=config.IGNORE):
         self.n_classes, self.ignore_index = n_classes, ignore_index
         self.reset()
 

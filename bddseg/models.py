@@ -16,9 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import params
-import utils  # sets HF_HUB_OFFLINE=1 before timm/huggingface_hub load: offline timm must fail fast, not retry
-from utils import UserError
+from bddseg import config
+from bddseg.cli import UserError
 
 TIMM_PREFIX = "timm/"
 PROBE_PX = 128  # square probe image used to find an encoder's stages (every /32 stage stays >= 4 px)
@@ -102,7 +101,7 @@ def timm_encoder(name, pretrained):
     import huggingface_hub.constants
     import timm
     from timm.models import get_pretrained_cfg
-    if os.environ.get("HF_HUB_OFFLINE") == "1":  # the hub was imported before utils set the variable: honour it
+    if os.environ.get("HF_HUB_OFFLINE") == "1":  # the hub was imported before config.offline_hubs(): honour it
         huggingface_hub.constants.HF_HUB_OFFLINE = True
     if not timm.is_model(name):
         raise UserError(f"unknown timm model {name!r} (names as in timm.list_models(), e.g. timm/resnet18)")
@@ -128,7 +127,7 @@ def timm_encoder(name, pretrained):
         warn(f"no pretrained weights for timm {name} ({type(e).__name__}): {where}; training from random init")
         loaded = False
     cfg = model.pretrained_cfg or {}
-    return model, cfg.get("mean", params.IMAGENET_MEAN), cfg.get("std", params.IMAGENET_STD), loaded
+    return model, cfg.get("mean", config.IMAGENET_MEAN), cfg.get("std", config.IMAGENET_STD), loaded
 
 
 def resnet(m):

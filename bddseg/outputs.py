@@ -1,8 +1,8 @@
 """Print where the latest outputs of each step are (the last lines of `make demo`): `python -m bddseg.outputs`."""
 from pathlib import Path
 
-import params
-from bddseg import runs
+from bddseg import config
+from bddseg.lookup import list_runs
 
 
 def newest(pattern_root, pattern):
@@ -14,20 +14,20 @@ def newest(pattern_root, pattern):
 
 def outputs() -> list:
     """(label, path) of the newest output of every step; missing ones say so."""
-    art = params.ARTIFACTS_DIR
-    df = runs.list_runs()
+    art = config.ARTIFACTS_DIR
+    df = list_runs()
     latest = df.sort_values("saved").path.iloc[-1] if len(df) else None
     best = df.dropna(subset=["miou"]).path.iloc[0] if df.miou.notna().any() else None
     return [
-        ("raw dataset (artifact folder)", art / params.RAW_DATA_AT),
-        ("split dataset (artifact folder)", art / params.PROCESSED_DATA_AT),
+        ("raw dataset (artifact folder)", art / config.RAW_DATA_AT),
+        ("split dataset (artifact folder)", art / config.PROCESSED_DATA_AT),
         ("best checkpoint + run record (validation miou)", best),
         ("latest checkpoint + run record", latest),
-        ("W&B offline runs (`wandb sync` to upload)", newest(params.ROOT / "wandb", "offline-run-*") and
-         params.ROOT / "wandb"),
-        ("offline sweep storage", params.SWEEPS_DIR),
-        ("sweep report", newest(params.REPORTS_DIR, "sweep-*.html")),
-        ("evaluation report", newest(params.EVAL_DIR, "*/index.html")),
+        ("W&B offline runs (`wandb sync` to upload)", newest(config.ROOT / "wandb", "offline-run-*") and
+         config.ROOT / "wandb"),
+        ("offline sweep storage", config.SWEEPS_DIR),
+        ("sweep report", newest(config.REPORTS_DIR, "sweep-*.html")),
+        ("evaluation report", newest(config.EVAL_DIR, "*/index.html")),
     ]
 
 

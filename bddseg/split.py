@@ -4,14 +4,16 @@ scikit-learn's StratifiedGroupKFold does the work: the data is cut into k groupe
 them become `test` (m/k ~ the test fraction: 1 of 10 for 0.1); the rest is cut again for `valid`. Deterministic
 for a given seed; every stage gets at least one video.
 """
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-import params
+from bddseg import config
+from bddseg.cli import UserError
 from bddseg.layout import STAGES
-from utils import UserError
 
 FRACTIONS = (0.8, 0.1, 0.1)
 FOLDS = 20  # finest split resolution: a stage is m of k <= 20 grouped, stratified folds
@@ -21,10 +23,10 @@ def stratify_class(eda: pd.DataFrame, choice: str = "auto") -> str:
     """Class key to stratify on: `choice`, or for 'auto' the rare class in fewest images (but in >= 3 videos)."""
     if choice == "none":
         return "none"
-    keys = [params.class_key(params.BDD_CLASSES[c]) for c in params.RARE_CLASSES]
+    keys = [config.class_key(config.BDD_CLASSES[c]) for c in config.RARE_CLASSES]
     if choice != "auto":
         if f"{choice}_present" not in eda:
-            known = [params.class_key(n) for n in params.BDD_CLASSES.values()]
+            known = [config.class_key(n) for n in config.BDD_CLASSES.values()]
             raise UserError(f"--stratify {choice!r}: unknown class key (use auto, none or one of {known})")
         return choice
     videos = {k: eda.video[eda[f"{k}_present"] > 0].nunique() for k in keys}
@@ -81,7 +83,18 @@ def split(eda: pd.DataFrame, fractions=FRACTIONS, seed: int = 42, stratify: str 
 def describe(eda: pd.DataFrame, split_df: pd.DataFrame) -> pd.DataFrame:
     """Per stage: images, videos and images containing each rare class (for the log and the tests)."""
     df = eda.merge(split_df, on="File_Name")
-    rare = [f"{params.class_key(params.BDD_CLASSES[c])}_present" for c in params.RARE_CLASSES]
+    rare = [f"{config.class_key(config.BDD_CLASSES[c])}_present" for c in config.RARE_CLASSES]
     out = df.groupby("Stage").agg(images=("File_Name", "size"), videos=("video", "nunique"),
                                   **{k.replace("_present", ""): (k, "sum") for k in rare})
     return out.reindex(list(STAGES))
+
+
+def given_split(eda: pd.DataFrame, stage_of: dict) -> pd.DataFrame:
+    """The split the source folders already have (--stages); warns when a video group is in two stages."""
+    split_df = pd.DataFrame({"File_Name": eda.File_Name, "Stage": [stage_of[Path(f).stem] for f in eda.File_Name]})
+    shared = eda.video[split_df.groupby(eda.video).Stage.transform("nunique").to_numpy() > 1].unique()
+    if len(shared):
+        print(f"warning: {len(shared)} video group(s) appear in more than one of the given stages "
+              f"({', '.join(sorted(shared)[:5])}): frames of one scene on both sides (finer --clip?)", file=sys.stderr)
+    split_df.attrs["stratify"] = "given"
+    return split_df

@@ -6,11 +6,12 @@
 
 Rows (same model, input size, batch and precision; ratios against the first row):
   bare forward   model(x) on a pre-made batch in memory (inference_mode + the autocast rule): the limit
-  predict        eval.predict: decode + resize, forward, logits resized to the mask, argmax, loss
-  evaluate       eval.evaluate: predict + metrics + per-image report files + W&B images
+  predict        bddseg.inference.predict: decode + resize, forward, logits resized to the mask, argmax, loss
+  evaluate       bddseg.evaluate.evaluate_split: predict + metrics + per-image report files + W&B images
   eval.py        the whole command (incl. W&B offline run and the report page; imports excluded)
 """
 import argparse
+import importlib.util
 import os
 import subprocess
 import sys
@@ -18,18 +19,24 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import torch
+
+from bddseg import config, device as dev, inference
+from bddseg.checkpoint import save_checkpoint
+from bddseg.eval_data import eval_loader
+from bddseg.models import build_model
+
+ROOT = config.ROOT
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
-import torch  # noqa: E402
 
-import eval as ev  # noqa: E402
-import params  # noqa: E402
-from bddseg import device as dev, layout  # noqa: E402
-from bddseg.checkpoint import save_checkpoint  # noqa: E402
-from bddseg.models import build_model  # noqa: E402
+def eval_script():
+    """eval.py as a module, loaded from its file (an entry point, not part of the installed package)."""
+    spec = importlib.util.spec_from_file_location("eval_script", ROOT / "eval.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def parse_args():
@@ -73,19 +80,20 @@ def main():
         tmp = Path(tmp)
         os.environ.setdefault("WANDB_DIR", str(tmp))
         data = Path(args.data) if args.data else make_data(tmp, args.n)
-        model, _ = build_model(args.arch, len(params.BDD_CLASSES), pretrained=False)
-        frame = params.frame_size(args.img_size)
-        meta = {"arch": args.arch, "n_classes": len(params.BDD_CLASSES),
-                "classes": {str(k): v for k, v in params.BDD_CLASSES.items()}, "img_size": args.img_size,
+        model, _ = build_model(args.arch, len(config.BDD_CLASSES), pretrained=False)
+        frame = config.frame_size(args.img_size)
+        meta = {"arch": args.arch, "n_classes": len(config.BDD_CLASSES),
+                "classes": {str(k): v for k, v in config.BDD_CLASSES.items()}, "img_size": args.img_size,
                 "frame_size": list(frame), "dataset": data.name, "data_path": str(data), "run_id": "bench",
                 "run_name": "bench", "project": "bench", "metrics": {"miou": 0.0}, "config": {}}
         ckpt = save_checkpoint(tmp / "models" / "bench", model, meta)
         argv = ["--model", str(ckpt), "--data", str(data), "--split", args.split, "--batch_size",
                 str(args.batch_size), "--num_workers", str(args.num_workers), "--mixed_precision",
                 str(bool(args.mixed_precision)), "--out", str(tmp / "eval")]
+        ev = eval_script()
         eargs = ev.parse_args(argv)
         model, meta, _ = ev.get_model(eargs, device)
-        _, df = ev.get_data(meta, eargs, ckpt)
+        _, df = ev.get_eval_data(meta, eargs, ckpt)
         n = len(df)
         x = torch.rand(args.batch_size, 3, *frame, device=device)
         if dev.use_channels_last(device):
@@ -98,7 +106,8 @@ def main():
                     model(x)
 
         def predict():
-            for _ in ev.predict(model, ev.get_loader(df, meta, eargs), device, False, eargs.mixed_precision):
+            loader = eval_loader(df, meta, eargs.batch_size, eargs.num_workers)
+            for _ in inference.predict(model, loader, device, False, eargs.mixed_precision):
                 pass
 
         def evaluate():

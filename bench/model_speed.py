@@ -5,17 +5,14 @@
 """
 import argparse
 import os
-import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import params  # noqa: E402
-from bddseg.models import ARCHS, build_model  # noqa: E402
+from bddseg import config
+from bddseg.models import ARCHS, build_model
 
 TIMM = ["timm/resnet18", "timm/convnext_tiny", "timm/efficientnet_b0", "timm/mobilenetv3_small_100"]
 BASELINES = ["fastai/resnet18"]  # the course model: unet_learner's DynamicUnet (also fastai/resnet34, ...)
@@ -44,7 +41,7 @@ def bench(arch, batch, size, iters, warmup=2):
     """(params, forward GFLOP per image, fp32 s, bf16 s, bf16 + channels_last s) per step. The three variants run
     interleaved and each keeps its fastest step, so a busy shared machine disturbs them alike and least."""
     torch.manual_seed(0)
-    n = len(params.BDD_CLASSES)
+    n = len(config.BDD_CLASSES)
     model = (fastai_unet(arch.split("/")[1], n, size) if arch.startswith("fastai/")
              else build_model(arch, n, pretrained=False)[0]).train()
     x, y = torch.rand(batch, 3, *size), torch.randint(0, n, (batch, *size))
@@ -63,7 +60,7 @@ def main():
     ap.add_argument("--size", type=int, default=96, help="height; width is 16:9")
     ap.add_argument("--iters", type=int, default=5)
     args = ap.parse_args()
-    size = params.frame_size(args.size)
+    size = config.frame_size(args.size)
     print(f"load average before: {os.getloadavg()[0]:.1f} (other processes slow every figure down; rerun when ~0)")
     print(f"batch {args.batch} at {size[0]}x{size[1]}, forward+backward, best of {args.iters} steps, "
           f"{torch.get_num_threads()} threads; ms per step (images/s); GFLOP = forward per image; "

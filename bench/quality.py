@@ -29,15 +29,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from bddseg import config
+from bddseg import device as dev
+from bddseg.layout import read_split
+from bddseg.metrics import CLASS_KEYS, confusion, iou_from_confusion, seg_metrics
+from bddseg.record import BestCheckpoint
+from bddseg.schedule import TimeBudget
+from course_way import BATCH_SIZE, IMG_SIZE, LR, course_dls, course_learner
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-import params  # noqa: E402
-from bddseg import device as dev  # noqa: E402
-from bddseg.layout import read_split  # noqa: E402
-from bddseg.metrics import CLASS_KEYS, confusion, iou_from_confusion, seg_metrics  # noqa: E402
-from bddseg.runlog import BestCheckpoint  # noqa: E402
-from bddseg.schedule import TimeBudget  # noqa: E402
-from bench.course_way import BATCH_SIZE, IMG_SIZE, LR, course_dls, course_learner  # noqa: E402
 
 MAX_EPOCHS = 10_000  # the clock ends the course-way fit, as train.py's --time_budget does
 
@@ -51,7 +51,7 @@ def parse_args(argv=None):
     p.add_argument("--test-images", help="folder of test images (instead of --test)")
     p.add_argument("--test-masks", help="folder of their masks")
     p.add_argument("--mapping", default="identity", help="class mapping of --test-masks (a prepare.py preset or JSON)")
-    p.add_argument("--recipe", default="person", choices=list(params.RECIPES), help="train.py recipe")
+    p.add_argument("--recipe", default="person", choices=list(config.RECIPES), help="train.py recipe")
     p.add_argument("--budget", type=float, help="training minutes per arm (default: the recipe's time_budget)")
     p.add_argument("--arms", nargs="+", default=["recipe", "course"], choices=["recipe", "course"])
     p.add_argument("--seed", type=int, default=42)
@@ -59,7 +59,7 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if bool(args.test) == bool(args.test_images) or bool(args.test_images) != bool(args.test_masks):
         p.error("give the test images either as --test FOLDER or as --test-images DIR --test-masks DIR")
-    args.budget = args.budget or params.RECIPES[args.recipe].get("time_budget") or 21
+    args.budget = args.budget or config.RECIPES[args.recipe].get("time_budget") or 21
     return args
 
 
@@ -92,11 +92,11 @@ def recipe_arm(args, test, split, tmp) -> dict:
     run([ROOT / "eval.py", "--model", run_dir, "--data", test, "--split", split, "--out", tmp / "eval"], tmp,
         stdout=subprocess.DEVNULL)
     metrics = json.loads(next((tmp / "eval").glob("*/metrics.json")).read_text())
-    config = json.loads((run_dir / "config.json").read_text())
+    run_config = json.loads((run_dir / "config.json").read_text())
     epochs = len((run_dir / "metrics.jsonl").read_text().splitlines())
     return {"name": f"recipe {args.recipe}", "seconds": round(seconds), "epochs": epochs,
             "best_epoch": summary["best_epoch"], "valid_miou": summary["best_metrics"]["miou"],
-            "config": {k: config[k] for k in params.RECIPES[args.recipe] if k in config},
+            "config": {k: run_config[k] for k in config.RECIPES[args.recipe] if k in run_config},
             "test": {k: metrics[f"{split}_{k}"] for k in ["miou", *(f"{c}_iou" for c in CLASS_KEYS), "pixel_acc"]}}
 
 
@@ -104,7 +104,7 @@ def course_arm(args, test, split) -> dict:
     """Train the course way on the same clock (best epoch by valid miou kept in memory) and score it."""
     torch.manual_seed(args.seed)
     dev.set_threads()
-    dls = course_dls(args.data, params.frame_size(IMG_SIZE), BATCH_SIZE)
+    dls = course_dls(args.data, config.frame_size(IMG_SIZE), BATCH_SIZE)
     best = {}
     keep = BestCheckpoint(lambda model, m, epoch: best.update(state=copy.deepcopy(model.state_dict())))
     learn = course_learner(dls, metrics=seg_metrics())

@@ -28,13 +28,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 warnings.filterwarnings("ignore", message=".*torch.jit.script.*")
-import params  # noqa: E402
-from bddseg import device as dev  # noqa: E402
-from bddseg.models import build_model  # noqa: E402
-from bench.course_way import course_dls  # noqa: E402
+from bddseg import config
+from bddseg import device as dev
+from bddseg.models import build_model
+from course_way import course_dls
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def get_dataset(args, tmp):
@@ -44,14 +44,14 @@ def get_dataset(args, tmp):
     cmd = [sys.executable, str(ROOT / "data/prepare.py"), "--source", "synthetic", "--n", str(args.n), "--seed", "0",
            "--out", str(tmp), "--no-wandb"]
     subprocess.run(cmd, check=True, cwd=tmp, env={**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp)})
-    return tmp / params.PROCESSED_DATA_AT
+    return tmp / config.PROCESSED_DATA_AT
 
 
 def bare_step(arch, size, bs, steps, bf16, warmup=3, windows=3):
     """Images/s of forward + backward + AdamW on random tensors (autocast rule or fp32); best of `windows` runs."""
-    model, _ = build_model(arch, len(params.BDD_CLASSES), pretrained=False)
+    model, _ = build_model(arch, len(config.BDD_CLASSES), pretrained=False)
     opt = torch.optim.AdamW(model.parameters(), 1e-3, betas=(0.9, 0.99), eps=1e-5, fused=True)  # as train.py
-    x, y = torch.rand(bs, 3, *size), torch.randint(0, len(params.BDD_CLASSES), (bs, *size))
+    x, y = torch.rand(bs, 3, *size), torch.randint(0, len(config.BDD_CLASSES), (bs, *size))
     if dev.use_channels_last("cpu"):  # the layout train.py uses
         model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     times = []
@@ -59,7 +59,7 @@ def bare_step(arch, size, bs, steps, bf16, warmup=3, windows=3):
         if i >= warmup and (i - warmup) % steps == 0:
             times.append(time.perf_counter())
         with dev.autocast_context("cpu", bf16):
-            loss = F.cross_entropy(model(x).float(), y, ignore_index=params.IGNORE)
+            loss = F.cross_entropy(model(x).float(), y, ignore_index=config.IGNORE)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -104,7 +104,7 @@ def course_way(data, size, bs, arch, epochs):
 
         @property
         def name(self):
-            return "miou" if self.c is None else f"{params.class_key(params.BDD_CLASSES[self.c])}_iou"
+            return "miou" if self.c is None else f"{config.class_key(config.BDD_CLASSES[self.c])}_iou"
 
     class EpochTimes(Callback):
         def before_epoch(self):
@@ -115,10 +115,10 @@ def course_way(data, size, bs, arch, epochs):
 
     dls = course_dls(data, size, bs)
     n_train = len(dls.train_ds)
-    model, _ = build_model(arch, len(params.BDD_CLASSES), pretrained=False)
-    metrics = [CourseIOU()] + [CourseIOU(c) for c in params.BDD_CLASSES]
+    model, _ = build_model(arch, len(config.BDD_CLASSES), pretrained=False)
+    metrics = [CourseIOU()] + [CourseIOU(c) for c in config.BDD_CLASSES]
     timer = EpochTimes()
-    learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(axis=1, ignore_index=params.IGNORE), metrics=metrics,
+    learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(axis=1, ignore_index=config.IGNORE), metrics=metrics,
                     cbs=[timer])
     with learn.no_bar(), learn.no_logging():
         learn.fit_one_cycle(epochs, 2e-3)
@@ -142,7 +142,7 @@ def main():
         tmp = Path(tmp)
         data = get_dataset(args, tmp)
         for h in args.sizes:
-            size = params.frame_size(h)
+            size = config.frame_size(h)
             r = {"img_size": h, "frame": f"{size[0]}x{size[1]}", "batch_size": args.batch_size, "arch": args.arch}
             r["bare_bf16"] = bare_step(args.arch, size, args.batch_size, args.n_steps, True)
             r["bare_fp32"] = bare_step(args.arch, size, args.batch_size, args.n_steps, False)

@@ -7,11 +7,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bddseg import config, layout
 
-import params  # noqa: E402
-from bddseg import layout  # noqa: E402
+ROOT = config.ROOT
 
 OUTPUT_DIRS = {"ARTIFACTS_DIR": "BDDSEG_ARTIFACTS", "MODELS_DIR": "BDDSEG_MODELS", "EVAL_DIR": "BDDSEG_EVAL",
                "SWEEPS_DIR": "BDDSEG_SWEEPS", "REPORTS_DIR": "BDDSEG_REPORTS"}
@@ -19,7 +17,7 @@ OUTPUT_DIRS = {"ARTIFACTS_DIR": "BDDSEG_ARTIFACTS", "MODELS_DIR": "BDDSEG_MODELS
 
 @pytest.fixture(autouse=True)
 def hermetic_env(tmp_path_factory, monkeypatch):
-    """Every test: W&B offline into a temp dir, params output folders under temp dirs, no API key or netrc visible."""
+    """Every test: W&B offline into a temp dir, config's output folders under temp dirs, no API key or netrc visible."""
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("NETRC", str(home / ".netrc"))
@@ -30,7 +28,7 @@ def hermetic_env(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     outputs = tmp_path_factory.mktemp("outputs")  # nothing a test does lands in the repo's output folders
     for attr, env in OUTPUT_DIRS.items():
-        monkeypatch.setattr(params, attr, outputs / attr.lower())
+        monkeypatch.setattr(config, attr, outputs / attr.lower())
         monkeypatch.setenv(env, str(outputs / attr.lower()))
     yield
     if "wandb" in sys.modules:  # wandb's process-wide singleton caches settings (WANDB_DIR): reset it per test

@@ -12,13 +12,12 @@ from PIL import Image
 
 import params
 from bddseg import layout
+from data import prepare  # data/ as a namespace package: pytest.ini's pythonpath is the repo
 from bddseg.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 CAMVID = ROOT.parent / "shared/data/camvid"
 pytestmark = pytest.mark.skipif(not (CAMVID / "train").is_dir(), reason=f"CamVid sample not found at {CAMVID}")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
-import prepare  # noqa: E402
 
 # CamVid ids -> our classes, as in shared/data/camvid/README.md (6 sign/symbol: ignored, or traffic sign)
 EXPECTED = {0: 0, 1: 0, 2: 0, 3: 1, 4: 0, 5: 0, 6: 255, 7: 0, 8: 5, 9: 4, 10: 6, 11: 255}

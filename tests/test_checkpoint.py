@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 from bddseg import checkpoint
 from bddseg.checkpoint import META, WEIGHTS, load_checkpoint, save_checkpoint
 from bddseg.models import build_model
-from utils import UserError
+from bddseg.cli import UserError
 
 META_IN = {"arch": "mobilenet_v3_small", "n_classes": 7, "classes": ["background", "road", "traffic light",
            "traffic sign", "person", "vehicle", "bicycle"], "img_size": [64, 114], "config": {"lr": 2e-3}}

@@ -1,4 +1,7 @@
-"""eval.py: metrics equal an independent computation, the report folder is complete, --tta, bad input, offline W&B."""
+"""eval.py: metrics equal an independent computation, the report folder is complete, --tta, bad input, offline W&B.
+
+Also the package modules behind it: bddseg.lookup (which model), bddseg.inference (TTA), bddseg.eval_report (files).
+"""
 import json
 import os
 import re
@@ -15,18 +18,18 @@ import torch.nn.functional as F
 from PIL import Image
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-import eval as evaluate
-import params
-import utils
-from bddseg import layout, report, runs
+import eval as eval_cli
+from bddseg import config, eval_report, layout, lookup
+from bddseg.cli import UserError, run_cli
 from bddseg.checkpoint import WEIGHTS, load_checkpoint, save_checkpoint
+from bddseg.inference import tta_logits
 from bddseg.models import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
-NAMES = list(params.BDD_CLASSES.values())
-KEYS = [params.class_key(n) for n in NAMES]
-REPORT_FILES = [report.METRICS_JSON, report.INFO_JSON, report.CM_PNG, report.CM_COUNTS_PNG, report.CM_CSV,
-                report.SHARE_CSV, report.PREDS_CSV, report.INDEX]
+NAMES = list(config.BDD_CLASSES.values())
+KEYS = [config.class_key(n) for n in NAMES]
+REPORT_FILES = [eval_report.METRICS_JSON, eval_report.INFO_JSON, eval_report.CM_PNG, eval_report.CM_COUNTS_PNG,
+                eval_report.CM_CSV, eval_report.SHARE_CSV, eval_report.PREDS_CSV, eval_report.INDEX]
 
 
 def make_checkpoint(folder, data, frame=(64, 112), miou=0.5, run_id="abc123", seed=0):
@@ -38,8 +41,8 @@ def make_checkpoint(folder, data, frame=(64, 112), miou=0.5, run_id="abc123", se
         head.weight.mul_(30)
         head.bias.zero_()
     name = f"resnet18-img{frame[0]}-test"
-    meta = {"arch": "resnet18", "n_classes": len(NAMES), "classes": {str(k): v for k, v in params.BDD_CLASSES.items()},
-            "ignore_index": params.IGNORE, "img_size": frame[0], "frame_size": list(frame), "dataset": Path(data).name,
+    meta = {"arch": "resnet18", "n_classes": len(NAMES), "classes": {str(k): v for k, v in config.BDD_CLASSES.items()},
+            "ignore_index": config.IGNORE, "img_size": frame[0], "frame_size": list(frame), "dataset": Path(data).name,
             "data_path": str(data), "run_id": run_id, "run_name": name, "project": "unet-tiny",
             "metrics": {"miou": miou}, "epoch": 1, "config": {"arch": "resnet18", "lr": 2e-3, "data": str(data)}}
     return save_checkpoint(Path(folder) / f"unet-{Path(data).name}" / f"{name}-{run_id}", model, meta)
@@ -48,7 +51,7 @@ def make_checkpoint(folder, data, frame=(64, 112), miou=0.5, run_id="abc123", se
 def run_eval(argv, capsys=None):
     """eval.main in process through run_cli; returns (exit code, stderr)."""
     try:
-        utils.run_cli(evaluate.main, argv)
+        run_cli(eval_cli.main, argv)
         code = 0
     except SystemExit as e:
         code = e.code
@@ -79,11 +82,11 @@ def independent(ckpt, data, split="test"):
             x = torch.from_numpy(np.asarray(Image.open(img_file).convert("RGB"))).permute(2, 0, 1)[None].float() / 255
             y = torch.from_numpy(np.asarray(Image.open(label_file))).long()
             logits = model(x)
-            loss_sum += F.cross_entropy(logits, y[None], ignore_index=params.IGNORE, reduction="sum").item()
+            loss_sum += F.cross_entropy(logits, y[None], ignore_index=config.IGNORE, reduction="sum").item()
             preds.append(logits.argmax(1)[0].numpy())
             trues.append(y.numpy())
     p, t = np.concatenate([a.ravel() for a in preds]), np.concatenate([a.ravel() for a in trues])
-    keep = t != params.IGNORE
+    keep = t != config.IGNORE
     p, t = p[keep], t[keep]
     cm = confusion_matrix(t, p, labels=range(len(NAMES)))
     inter, union = np.diag(cm), cm.sum(0) + cm.sum(1) - np.diag(cm)
@@ -114,40 +117,40 @@ def html_refs(index):
 def test_metrics_match_independent_computation_and_report_is_complete(tiny_dataset, tmp_path, monkeypatch):
     models, out = tmp_path / "models", tmp_path / "eval"
     ckpt = make_checkpoint(models, tiny_dataset)
-    monkeypatch.setattr(params, "MODELS_DIR", models)
-    monkeypatch.setattr(params, "EVAL_DIR", out)
+    monkeypatch.setattr(config, "MODELS_DIR", models)
+    monkeypatch.setattr(config, "EVAL_DIR", out)
     before = {p: p.stat().st_mtime_ns for p in [*ckpt.iterdir(), *tiny_dataset.rglob("*")] if p.is_file()}
 
     code, _ = run_eval(["--mixed_precision", "False", "--batch_size", "1", "--num_workers", "0"])  # no model flag
     assert code == 0
     folder = out / "resnet18-img64-test-test"
-    got = json.loads((folder / report.METRICS_JSON).read_text())
+    got = json.loads((folder / eval_report.METRICS_JSON).read_text())
     exp, preds, files, cm = independent(ckpt, tiny_dataset)
     assert len(np.unique(np.concatenate([p.ravel() for p in preds]))) >= 3  # the known model predicts several classes
     check_close(got, exp)
     for f, p in zip(files, preds):  # raw predictions written at the mask's resolution
-        assert np.array_equal(np.asarray(Image.open(folder / report.MASKS / f"{Path(f).stem}.png")), p)
-    assert np.array_equal(pd.read_csv(folder / report.CM_CSV, index_col=0).to_numpy(), cm)
-    share = pd.read_csv(folder / report.SHARE_CSV)
+        assert np.array_equal(np.asarray(Image.open(folder / eval_report.MASKS / f"{Path(f).stem}.png")), p)
+    assert np.array_equal(pd.read_csv(folder / eval_report.CM_CSV, index_col=0).to_numpy(), cm)
+    share = pd.read_csv(folder / eval_report.SHARE_CSV)
     assert share.true_pixels.tolist() == cm.sum(1).tolist() and share.pred_pixels.tolist() == cm.sum(0).tolist()
 
     # report folder: every listed file, per-image overlays, index.html referencing only existing files
     for name in REPORT_FILES:
         assert (folder / name).is_file(), name
-    table = pd.read_csv(folder / report.PREDS_CSV)
+    table = pd.read_csv(folder / eval_report.PREDS_CSV)
     assert sorted(table.file) == sorted(files)
     person = table.person_iou.dropna().tolist()
     assert person == sorted(person) and table.person_iou.isna().tolist() == sorted(table.person_iou.isna().tolist())
-    refs = html_refs(folder / report.INDEX)
+    refs = html_refs(folder / eval_report.INDEX)
     for f in files:
         stem = Path(f).stem
         for suffix in ("", "_true", "_pred"):
-            assert f"{report.IMAGES}/{stem}{suffix}.png" in refs
-    assert report.CM_PNG in refs and report.CM_COUNTS_PNG in refs
+            assert f"{eval_report.IMAGES}/{stem}{suffix}.png" in refs
+    assert eval_report.CM_PNG in refs and eval_report.CM_COUNTS_PNG in refs
     assert all((folder / r).is_file() for r in refs), [r for r in refs if not (folder / r).is_file()]
-    assert "http" not in (folder / report.INDEX).read_text()  # self-contained
+    assert "http" not in (folder / eval_report.INDEX).read_text()  # self-contained
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp folder left
-    info = json.loads((folder / report.INFO_JSON).read_text())
+    info = json.loads((folder / eval_report.INFO_JSON).read_text())
     assert Path(info["model_dir"]) == ckpt.resolve() and info["split"] == "test" and info["images"] == 2
 
     # offline W&B run dir, nothing modified
@@ -167,25 +170,25 @@ def test_best_local_run_is_chosen_and_found_by_id(tiny_dataset, tmp_path, monkey
     best = make_checkpoint(models, tiny_dataset, frame=(32, 56), miou=0.6, run_id="high2")
     (models / "unet-x" / "broken").mkdir(parents=True)
     (models / "unet-x" / "broken" / "meta.json").write_text("{not json")
-    assert runs.best_run(models) == best
+    assert lookup.best_run(models) == best
     os.utime(best / "meta.json", (1, 1))  # saved long ago: the other run is the latest
-    assert runs.latest_run(models).name.endswith("low1")
-    assert runs.find_run("low1", models).name.endswith("low1")
-    assert list(runs.list_runs(models).run_id) == ["high2", "low1"]
-    with pytest.raises(utils.UserError, match="nope"):
-        runs.find_run("nope", models)
-    with pytest.raises(utils.UserError, match="no trained model"):
-        runs.best_run(tmp_path / "empty")
+    assert lookup.latest_run(models).name.endswith("low1")
+    assert lookup.find_run("low1", models).name.endswith("low1")
+    assert list(lookup.list_runs(models).run_id) == ["high2", "low1"]
+    with pytest.raises(UserError, match="nope"):
+        lookup.find_run("nope", models)
+    with pytest.raises(UserError, match="no trained model"):
+        lookup.best_run(tmp_path / "empty")
 
 
 def test_sweep_option_evaluates_the_best_trial_run_folder(tmp_path, monkeypatch):
     from bddseg.sweeper import study
     seen = []
     monkeypatch.setattr(study, "best_trial", lambda sid, storage=None: seen.append(sid) or {"run_dir": str(tmp_path)})
-    assert evaluate.get_model_dir(evaluate.parse_args(["--sweep", "sw1"])) == tmp_path and seen == ["sw1"]
+    assert lookup.model_dir(sweep=eval_cli.parse_args(["--sweep", "sw1"]).sweep) == tmp_path and seen == ["sw1"]
     monkeypatch.setattr(study, "best_trial", lambda sid, storage=None: {"run_dir": None})
-    with pytest.raises(utils.UserError, match="sw2"):
-        evaluate.get_model_dir(evaluate.parse_args(["--sweep", "sw2"]))
+    with pytest.raises(UserError, match="sw2"):
+        lookup.model_dir(sweep="sw2")
 
 
 def test_resized_model_input_tta_and_valid_split(tiny_dataset, tmp_path, monkeypatch):
@@ -194,15 +197,15 @@ def test_resized_model_input_tta_and_valid_split(tiny_dataset, tmp_path, monkeyp
     code, _ = run_eval(["--model", str(ckpt), "--split", "valid", "--tta", "--out", str(tmp_path / "eval")])
     assert code == 0
     folder = tmp_path / "eval" / "resnet18-img32-test-valid-tta"
-    got = json.loads((folder / report.METRICS_JSON).read_text())
-    assert json.loads((folder / report.INFO_JSON).read_text())["tta"] is True
+    got = json.loads((folder / eval_report.METRICS_JSON).read_text())
+    assert json.loads((folder / eval_report.INFO_JSON).read_text())["tta"] is True
     # aggregation equals sklearn on the written predictions (at the masks' own 64x112 resolution)
     df = layout.read_split(tiny_dataset, "valid")
     t = np.concatenate([np.asarray(Image.open(f)).ravel() for f in df.label])
-    p = np.concatenate([np.asarray(Image.open(folder / report.MASKS / f"{Path(f).stem}.png")).ravel()
+    p = np.concatenate([np.asarray(Image.open(folder / eval_report.MASKS / f"{Path(f).stem}.png")).ravel()
                         for f in df.File_Name])
     assert p.size == t.size == len(df) * 64 * 112
-    keep = t != params.IGNORE
+    keep = t != config.IGNORE
     prec, rec, f1, _ = precision_recall_fscore_support(t[keep], p[keep], labels=range(7), zero_division=0)
     assert got["valid_pixel_acc"] == pytest.approx((p[keep] == t[keep]).mean())
     assert [got[f"valid_{k}_recall"] for k in KEYS] == pytest.approx(rec.tolist())
@@ -217,7 +220,7 @@ def test_tta_prediction_is_mirror_symmetric_on_a_mirror_symmetric_image():
     x = torch.rand(1, 3, 64, 64)
     x = (x + x.flip(-1)) / 2
     with torch.no_grad():
-        plain, tta = evaluate.forward(model, x), evaluate.forward(model, x, tta=True)
+        plain, tta = tta_logits(model, x), tta_logits(model, x, tta=True)
     assert torch.allclose(tta, tta.flip(-1), atol=1e-5)
     assert not torch.allclose(plain, plain.flip(-1), atol=1e-5)  # the model alone is not symmetric
 
@@ -248,7 +251,7 @@ def test_bad_inputs_exit_2_with_the_file_named(tiny_dataset, tmp_path, monkeypat
     code, err = run_eval(["--model", str(mismatch), *out], capsys)
     assert code == 2 and str(mismatch / WEIGHTS) in err and "meta.json" in err
 
-    monkeypatch.setattr(params, "MODELS_DIR", models)
+    monkeypatch.setattr(config, "MODELS_DIR", models)
     code, err = run_eval(["--run", "nope42", *out], capsys)
     assert code == 2 and "nope42" in err and str(models) in err
 
@@ -270,7 +273,7 @@ def test_bad_inputs_exit_2_with_the_file_named(tiny_dataset, tmp_path, monkeypat
     code, err = run_eval(["--artifact", "me/proj/model:best", *out], capsys)
     assert code == 2 and "online" in err
 
-    monkeypatch.setattr(params, "MODELS_DIR", tmp_path / "empty")
+    monkeypatch.setattr(config, "MODELS_DIR", tmp_path / "empty")
     code, err = run_eval(out, capsys)
     assert code == 2 and "no trained model" in err
 

@@ -9,7 +9,7 @@ from PIL import Image
 import params
 from bddseg import layout
 from bddseg.loaders import Augment, TensorLoader, focus_points, get_dls, load_split, rare_weights
-from utils import UserError
+from bddseg.cli import UserError
 
 SIZE = params.frame_size(32)  # (32, 56): smaller than the 64x112 files, so resizing is exercised
 

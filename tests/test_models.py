@@ -8,8 +8,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import params
+from bddseg import config
+from bddseg.cli import UserError
 from bddseg.models import ARCHS, build_model, param_groups
-from utils import UserError
 
 TIMM_ARCHS = ["timm/resnet18", "timm/convnext_tiny", "timm/efficientnet_b0"]
 H, W = 64, 114  # not multiples of 32
@@ -92,7 +93,7 @@ def test_normalisation_is_inside_the_model(arch):
         cfg = timm.data.resolve_data_config({}, model=timm.create_model(arch[5:], pretrained=False))
         mean, std = cfg["mean"], cfg["std"]
     else:
-        mean, std = params.IMAGENET_MEAN, params.IMAGENET_STD
+        mean, std = config.IMAGENET_MEAN, config.IMAGENET_STD
     assert info["mean"] == pytest.approx(mean) and info["std"] == pytest.approx(std)
     seen = []
     model.encoder.register_forward_pre_hook(lambda mod, args: seen.append(args[0]))

@@ -138,7 +138,7 @@ def test_split_notebook_fails_on_a_video_in_two_stages(nb_env, workspace, tmp_pa
 def test_baseline(nb_env):
     nb, got = run_notebook("03_baseline.ipynb",
                            {"IMG_SIZE": 64, "EPOCHS": 1, "BATCH_SIZE": 8, "LR_FIND_ITERS": 10, "PRETRAINED": False},
-                           "'run_id': run.id, 'run_dir': str(run_dir), 'final': final, 'lr': lr, 'where': str(where)")
+                           "'run_id': run.wandb.id, 'run_dir': str(run_dir), 'final': final, 'lr': lr, 'where': str(where)")
     run_dir = Path(got["run_dir"])
     assert run_dir.parent.parent == nb_env / "models"  # BDDSEG_MODELS, not the repo
     assert {"model.safetensors", "meta.json", "metrics.jsonl", "summary.json", "config.json"} <= \
@@ -155,7 +155,7 @@ def test_baseline(nb_env):
 
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning", "ignore:Heartbeat of storage")
 def test_sweep_analysis(nb_env, monkeypatch):
-    monkeypatch.setattr(params, "SWEEPS_DIR", nb_env / "sweeps_db")  # this process's agent: trial folders in tmp
+    monkeypatch.setattr("bddseg.config.SWEEPS_DIR", nb_env / "sweeps_db")  # this process's agent: trial folders in tmp
     journal = nb_env / "sweeps_db" / st.JOURNAL_NAME  # the default storage under BDDSEG_SWEEPS
     config = load_config(write_config(nb_env / "sweep.yaml", {
         "x": {"min": 0.0, "max": 1.0}, "arch": {"values": ["resnet18", "resnet34"]},

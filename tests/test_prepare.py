@@ -13,11 +13,10 @@ from PIL import Image
 
 import params
 from bddseg import layout
-from utils import UserError
+from data import prepare  # data/ as a namespace package: pytest.ini's pythonpath is the repo
+from bddseg.cli import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "data"))
-import prepare  # noqa: E402
 
 FAST = ["--no-wandb", "--workers", "1"]
 SYN = ["--n", "12", "--size", "96x54", "--frames-per-video", "2"]

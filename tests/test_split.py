@@ -6,7 +6,7 @@ import pytest
 import params
 from bddseg import sources, split
 from bddseg.layout import STAGES, video_of
-from utils import UserError
+from bddseg.cli import UserError
 
 
 def make_eda(videos=60, frames=4, seed=0, bicycle_videos=12):

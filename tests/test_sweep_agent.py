@@ -12,8 +12,8 @@ import optuna
 import pytest
 from fake_programs.sweep_helpers import FAKE_TRAIN, created_id, start_agent, trials, write_config
 
-import params
 import sweep
+from bddseg import config as settings
 from bddseg.sweeper import storage as st
 from bddseg.sweeper.agent import run_agent
 from bddseg.sweeper.config import load_config
@@ -23,7 +23,7 @@ from bddseg.sweeper.study import best_trial, create_sweep
 @pytest.fixture
 def db(tmp_path, monkeypatch):
     """Journal storage path under tmp_path; trial folders there too; 1 s heartbeats."""
-    monkeypatch.setattr(params, "SWEEPS_DIR", tmp_path / "sweeps_db")
+    monkeypatch.setattr(settings, "SWEEPS_DIR", tmp_path / "sweeps_db")
     monkeypatch.setenv("BDDSEG_SWEEP_HEARTBEAT", "1")
     return tmp_path / "sweeps_db" / "sweeps.journal"
 
@@ -72,7 +72,7 @@ def test_random_sweep_records_results_commands_and_progress(tmp_path, db):
         assert len(t.intermediate_values) == 3 and config["epochs"] == 3
         assert t.user_attrs["argv"][2:] == [str(FAKE_TRAIN), f"--arch={config['arch']}", "--epochs=3",
                                              f"--x={config['x']}"]  # sorted names, as W&B sends them
-        folder = params.SWEEPS_DIR / "runs" / sid / f"trial-{t.number:04d}"
+        folder = settings.SWEEPS_DIR / "runs" / sid / f"trial-{t.number:04d}"
         assert json.loads((folder / "args.json").read_text()) == config
         assert "fake_train done" in (folder / "output.log").read_text()
     lines = [line for line in out.splitlines() if line.startswith("trial")]
@@ -92,7 +92,7 @@ def test_pins_run_dir_project_and_best_trial(tmp_path, db):
         assert t.user_attrs["config"]["epochs"] == 1 and len(t.intermediate_values) == 1
         assert "epochs" not in t.params and "x" in t.params  # pinned params are not searched
         assert t.user_attrs["run_dir"] == str(tmp_path / "runs" / "r1")  # taken from the metric lines
-        log = (params.SWEEPS_DIR / "runs" / sid / f"trial-{t.number:04d}" / "output.log").read_text()
+        log = (settings.SWEEPS_DIR / "runs" / sid / f"trial-{t.number:04d}" / "output.log").read_text()
         assert f"WANDB_PROJECT=proj-x WANDB_RUN_GROUP=sweep-{sid}" in log  # the sweep's project, grouped runs
     b = best_trial(sid, str(db))
     top = max(ts, key=lambda t: t.value)
@@ -188,6 +188,7 @@ def test_killed_agent_then_restart_finishes_the_sweep(tmp_path, db):
     assert next(t for t in done if t.number == 0).datetime_complete == first[0].datetime_complete  # not rerun
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # the lost trial is made with study.ask
 def test_stale_heartbeat_fails_and_requeues(tmp_path, db):
     sid = make(tmp_path, db, {"x": {"min": 0.0, "max": 1.0}}, method="random")
     storage = st.get_storage(db)
@@ -241,7 +242,7 @@ def cli(argv, capsys) -> str:
 
 def test_status_and_self_contained_report(tmp_path, db, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(params, "REPORTS_DIR", tmp_path / "reports")
+    monkeypatch.setattr(settings, "REPORTS_DIR", tmp_path / "reports")
     path = write_config(tmp_path / "r.yaml", {"x": {"values": [0.9, 0.7, 0.1]}, "arch": {"values": ["a", "b"]},
                                               "epochs": {"value": 4}, "sleep": {"value": 0.05}}, method="grid",
                         early_terminate={"type": "hyperband", "min_iter": 1, "eta": 2}, name="reported")

@@ -8,10 +8,10 @@ import yaml
 from fake_programs.sweep_helpers import sweep_cli, write_config
 from sweeps.grid_search import grid_search_next_runs
 
+import sweep
+from bddseg.cli import UserError, run_cli
 from bddseg.sweeper.config import load_config, validate
 from bddseg.sweeper.space import Space, nest
-import sweep
-from utils import UserError, run_cli
 
 N = 3000
 

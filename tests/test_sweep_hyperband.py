@@ -1,4 +1,4 @@
-"""Hyperband early termination: W&B's arithmetic on report counts, and a bad trial really stopped."""
+"""Hyperband early termination: decide.stop_runs is W&B's hyperband on report counts, and a bad trial really stopped."""
 import random
 
 import optuna
@@ -7,10 +7,10 @@ from fake_programs.sweep_helpers import write_config
 from sweeps import RunState, SweepRun
 from sweeps.hyperband_stopping import hyperband_stop_runs
 
-import params
+from bddseg import config as settings
 from bddseg.sweeper.agent import run_agent
-from bddseg.sweeper.hyperband import bands, should_stop
 from bddseg.sweeper.config import load_config
+from bddseg.sweeper.decide import bands, stop_runs
 from bddseg.sweeper.storage import get_storage
 from bddseg.sweeper.study import create_sweep
 
@@ -30,7 +30,6 @@ def test_decisions_equal_wandbs_hyperband_on_random_histories(goal):
     et = {"type": "hyperband", "min_iter": 1, "eta": 2}
     config = {"method": "random", "metric": {"name": "m", "goal": goal}, "early_terminate": et,
               "parameters": {"a": {"values": [1]}}}
-    sign = -1 if goal == "maximize" else 1
     checked = stopped = 0
     for _ in range(150):
         levels = [rng.random() for _ in range(6)]  # each run has its own level, plus noise
@@ -38,25 +37,29 @@ def test_decisions_equal_wandbs_hyperband_on_random_histories(goal):
                          sampledHistory=[{"m": levels[i] + 0.2 * rng.random()} for _ in range(rng.randint(0, 9))])
                 for i in range(6)]
         theirs = {r.name for r in hyperband_stop_runs(runs, config)}
-        histories = [[sign * h["m"] for h in r.history] for r in runs if r.history]
-        for r in runs:
-            if r.state == RunState.running:
-                ours = should_stop([sign * h["m"] for h in r.history], histories, bands(et), 2)
-                assert ours == (r.name in theirs)
-                checked, stopped = checked + 1, stopped + ours
+        trials = [{"id": f"t{r.name}", "state": r.state, "params": {"a": 1},
+                   "history": [h["m"] for h in r.history], "value": None} for r in runs]
+        ours = stop_runs(config, trials)
+        assert ours == [f"t{name}" for name in sorted(theirs, key=int)]
+        running = [r for r in runs if r.state == RunState.running]
+        checked, stopped = checked + len(running), stopped + len(ours)
     assert checked > 300 and 0.1 < stopped / checked < 0.9  # both outcomes well exercised
 
 
 def test_strict_judges_the_value_at_the_band():
+    def config(strict):
+        return {"method": "random", "metric": {"name": "m", "goal": "minimize"}, "parameters": {"a": {"value": 1}},
+                "early_terminate": {"type": "hyperband", "min_iter": 1, "eta": 2, "strict": strict}}
     others = [[0.5, 0.5, 0.5], [0.6, 0.6, 0.6]]  # lower is better
     history = [0.1, 0.9, 0.9]  # fine early, bad at the band
-    b = bands({"min_iter": 1, "eta": 2})
-    assert not should_stop(history, others + [history], b, 2, strict=False)
-    assert should_stop(history, others + [history], b, 2, strict=True)
+    trials = [{"id": i, "state": "finished", "params": {}, "history": h, "value": h[-1]} for i, h in enumerate(others)]
+    trials.append({"id": "r", "state": "running", "params": {}, "history": history, "value": None})
+    assert stop_runs(config(False), trials) == []
+    assert stop_runs(config(True), trials) == ["r"]
 
 
 def test_a_clearly_bad_trial_is_stopped_and_its_process_terminated(tmp_path, monkeypatch):
-    monkeypatch.setattr(params, "SWEEPS_DIR", tmp_path / "sweeps_db")
+    monkeypatch.setattr(settings, "SWEEPS_DIR", tmp_path / "sweeps_db")
     marker = tmp_path / "markers"
     path = write_config(tmp_path / "hb.yaml", {"x": {"values": [0.9, 0.8, 0.1]}, "epochs": {"value": 12},
                                                  "sleep": {"value": 0.1}, "marker_dir": {"value": str(marker)}},

@@ -14,6 +14,7 @@ import torch
 
 import params
 import train
+from bddseg import config
 from bddseg.checkpoint import load_checkpoint
 from bddseg.device import autocast_context, use_channels_last
 from bddseg.loaders import load_split
@@ -30,7 +31,7 @@ def test_defaults_are_the_course_defaults():
             a.log_preds) == (180, 8, True, 10, 2e-3, True, True, "resnet18", 42, False)
     assert (a.data, a.loss, a.class_weights, a.freeze_epochs, a.num_workers, a.project, a.time_budget) == \
            (params.PROCESSED_DATA_AT, "ce", "none", 1, 0, None, 0)
-    assert a.output == str(params.MODELS_DIR)
+    assert a.output == str(config.MODELS_DIR)
 
 
 def test_wandb_agent_style_arguments():

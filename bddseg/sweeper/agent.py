@@ -1,7 +1,10 @@
-"""The offline agent loop: take a trial, run the program with its params, report metric lines, record the result.
+"""The offline agent: a thin loop over decide.py, the way `wandb agent` follows W&B's sweep controller.
 
-Stops after `count` trials, when the grid is done, when `metric.target` is reached, at `run_cap`, or after
-`max_failures` failed trials in a row. Prints one line per trial and the running best.
+Each turn: read the sweep's trials from the store (trials.plain) -> decide.next_runs -> claim that run in the
+store (trials.claim) -> run the program (runner) -> record its metric lines; after each line decide.stop_runs
+says whether early termination stops it. Stops after `count` trials, when decide says the sweep is done (grid
+finished, `metric.target` reached, `run_cap`), or after `max_failures` failed trials in a row. Prints one
+line per trial and the running best.
 """
 import json
 import math
@@ -13,19 +16,16 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
-from optuna.pruners import NopPruner
-from optuna.trial import TrialState
+import optuna
 
-import params
-from utils import UserError
+from bddseg import config as project
+from bddseg.cli import UserError
 
-from . import runner
+from . import decide, runner, trials
 from . import storage as st
 from .command import build_command, unset_envvars
-from .hyperband import HyperbandPruner
 from .space import Space
 from .study import best, load_sweep
-from .suggest import is_retry, make_sampler, next_trial, suggest
 
 MAX_FAILURES = 5  # as wandb agent's default for failed runs in a row
 
@@ -66,32 +66,6 @@ def fmt_duration(seconds: float) -> str:
     return f"{m}m{s:02d}s" if m else f"{seconds:.1f}s"
 
 
-def make_pruner(config: dict):
-    """W&B hyperband as an Optuna pruner, or no pruning."""
-    if config.get("early_terminate", {}).get("type") == "hyperband":
-        return HyperbandPruner(config["early_terminate"], config["metric"].get("goal") == "maximize")
-    return NopPruner()
-
-
-def target_reached(study, config: dict):
-    """Number of a trial that reported a value reaching metric.target (None when none did or no target)."""
-    target = config["metric"].get("target")
-    if target is None:
-        return None
-    maximize = config["metric"].get("goal") == "maximize"
-    for t in study.get_trials(deepcopy=False):
-        values = list(t.intermediate_values.values()) + ([t.value] if t.state == TrialState.COMPLETE else [])
-        if any(v is not None and math.isfinite(v) and (v >= target if maximize else v <= target) for v in values):
-            return t.number
-    return None
-
-
-def started_count(study) -> int:
-    """First-attempt trials that ran or run (what run_cap counts)."""
-    return sum(1 for t in study.get_trials(deepcopy=False)
-               if t.state != TrialState.WAITING and not is_retry(t) and "skipped" not in t.user_attrs)
-
-
 def child_env(config: dict, sweep_id: str, number: int) -> dict:
     """The program's environment: the agent's, plus the sweep's W&B project/entity and a run group."""
     env = dict(os.environ, BDDSEG_SWEEP_ID=sweep_id, BDDSEG_SWEEP_TRIAL=str(number))
@@ -104,87 +78,87 @@ def child_env(config: dict, sweep_id: str, number: int) -> dict:
 
 def trial_dir(sweep_id: str, number: int) -> Path:
     """Local folder of one trial's log, metric lines and args file."""
-    return Path(params.SWEEPS_DIR) / "runs" / sweep_id / f"trial-{number:04d}"
+    return Path(project.SWEEPS_DIR) / "runs" / sweep_id / f"trial-{number:04d}"
 
 
 class TrialRun:
-    """Runs one Optuna trial's program and records what happened on the trial."""
+    """Runs one claimed trial's program and records what happened on the trial."""
 
-    def __init__(self, study, trial, config, space, pins, kill_delay, verbose, live=None):
-        self.study, self.trial, self.config, self.space = study, trial, config, space
+    def __init__(self, study, claim, params, config, space, pins, kill_delay, verbose, live=None):
+        self.study, self.claim, self.config, self.space = study, claim, config, space
         self.pins, self.kill_delay, self.verbose, self.live = pins, kill_delay, verbose, live
+        self.sampled = {k: v for k, v in params.items() if k not in pins}  # pinned parameters are not searched
         self.metric = config["metric"]["name"]
-        self.history, self.last, self.lines = [], None, 0
+        self.history, self.last, self.lines, self.run_dir = [], None, 0, None
 
     def prepare(self) -> list:
-        """Sample params, write the args file, store config/command on the trial; returns argv."""
-        t = self.trial
-        self.sampled = suggest(t, self.space, skip=self.pins)
+        """Write the args file, store config/command on the trial; returns argv."""
         run_config = self.space.config(self.sampled, self.pins)
-        self.dir = trial_dir(self.study.study_name, t.number)
+        self.dir = trial_dir(self.study.study_name, self.claim.number)
         self.dir.mkdir(parents=True, exist_ok=True)
         args_file = self.dir / "args.json"
         args_file.write_text(json.dumps(run_config))
         argv = build_command(self.config.get("command"), self.config.get("program"), run_config, args_file)
         flat = {**self.space.constants(), **self.sampled, **self.pins}
-        attrs = {"config": run_config, "flat": flat, "pinned": self.pins, "argv": argv,
-                 "command": shlex.join(argv), "agent": st.agent_tag(), "log": str(self.dir / "output.log")}
-        for key, value in attrs.items():
-            t.set_user_attr(key, value)
-        st.record_heartbeat(self.study._storage, t._trial_id)
+        self.claim.set(config=run_config, flat=flat, pinned=self.pins, argv=argv, command=shlex.join(argv),
+                       agent=st.agent_tag(), log=str(self.dir / "output.log"))
+        self.claim.beat()
         return argv
 
     def on_line(self, line: dict) -> bool:
-        """One metric line: remember run_dir, report the metric, True when hyperband says stop."""
+        """One metric line: remember run_dir, report the metric, True when early termination stops the trial."""
         self.lines += 1
         self.last = line
-        if line.get("run_dir") and line["run_dir"] != self.trial.user_attrs.get("run_dir"):
-            self.trial.set_user_attr("run_dir", str(line["run_dir"]))
+        if line.get("run_dir") and line["run_dir"] != self.run_dir:
+            self.run_dir = line["run_dir"]
+            self.claim.set(run_dir=str(self.run_dir))
         v = line.get(self.metric)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
             return False
         self.history.append(float(v))
-        self.trial.report(float(v), len(self.history) - 1)
+        self.claim.report(len(self.history) - 1, float(v))
         if self.live:  # a terminal: one transient status line, replaced by the trial's result line
-            self.live.write(f"\r\033[K  trial {self.trial.number} running: {len(self.history)} report(s), "
+            self.live.write(f"\r\033[K  trial {self.claim.number} running: {len(self.history)} report(s), "
                             f"{self.metric}={fmt(v)}")
             self.live.flush()
-        return self.trial.should_prune()
+        return self.should_stop()
+
+    def should_stop(self) -> bool:
+        """decide.stop_runs on the sweep's trials as they are now names this trial."""
+        if not self.config.get("early_terminate"):
+            return False
+        return self.claim.number in decide.stop_runs(self.config, trials.plain(self.study, self.space))
 
     def run(self):
         """Run the program; returns (state, value, runner.Outcome)."""
         argv = self.prepare()
-        storage = self.study._storage
         if self.live:
-            self.live.write(f"  trial {self.trial.number} running ...")
+            self.live.write(f"  trial {self.claim.number} running ...")
             self.live.flush()
-        outcome = runner.run(argv, child_env(self.config, self.study.study_name, self.trial.number),
+        outcome = runner.run(argv, child_env(self.config, self.study.study_name, self.claim.number),
                              self.dir / "output.log", self.dir / "metrics.jsonl", self.on_line,
-                             beat=lambda: st.record_heartbeat(storage, self.trial._trial_id),
-                             interval=st.heartbeat_interval(), kill_delay=self.kill_delay,
+                             beat=self.claim.beat, interval=st.heartbeat_interval(), kill_delay=self.kill_delay,
                              echo=sys.stdout if self.verbose else None)
         if self.last is not None:
-            self.trial.set_user_attr("metrics", self.last)
+            self.claim.set(metrics=self.last)
         if outcome.state == "stopped":
-            self.study.tell(self.trial, state=TrialState.PRUNED)
+            self.claim.finish("stopped")
             return "PRUNED", (self.history or [None])[-1], outcome
         if outcome.state == "finished" and self.history:
-            self.study.tell(self.trial, self.history[-1])
+            self.claim.finish("finished", self.history[-1])
             return "COMPLETE", self.history[-1], outcome
         if outcome.state == "finished":
             outcome.error = (f"no finite `{self.metric}` in its metric lines ({self.lines} read from "
                              f"$SWEEP_METRICS_FILE)")
-        self.trial.set_user_attr("error", outcome.error)
-        self.trial.set_user_attr("log_tail", outcome.log_tail)
-        self.study.tell(self.trial, state=TrialState.FAIL)
+        self.claim.set(error=outcome.error, log_tail=outcome.log_tail)
+        self.claim.finish("failed")
         return "FAIL", None, outcome
 
     def interrupted(self):
         """The agent is stopping mid-trial: fail the trial and queue its params again for the next agent."""
         try:
-            self.trial.set_user_attr("error", "interrupted (agent stopped)")
-            self.study.tell(self.trial, state=TrialState.FAIL)
-            st.retry_callback()(self.study, self.study._storage.get_trial(self.trial._trial_id))
+            self.claim.set(error="interrupted (agent stopped)")
+            self.claim.requeue()
         except Exception:
             pass
 
@@ -211,28 +185,17 @@ def progress(number, state, value, metric, duration, sampled, best_trial) -> str
     return f"trial {number:>3}  {state:<8}  {shown:<16} {fmt_duration(duration):>7}  {params_text}  | {best_text}"
 
 
-def stop_reason(study, config: dict):
-    """Why no new trial may start (target reached, run_cap reached), or None."""
-    metric, run_cap = config["metric"], config.get("run_cap")
-    hit = target_reached(study, config)
-    if hit is not None:
-        return f"target {metric['name']}={metric['target']} reached by trial {hit}: no new trials"
-    if run_cap and started_count(study) >= run_cap:
-        return f"run_cap {run_cap} reached: no new trials"
-    return None
-
-
-def take_trial(study, config: dict):
-    """(trial, None) for the next trial to run, or (None, why) when this agent is done."""
-    run_cap = config.get("run_cap")
-    trial, within = next_trial(study, config["method"], run_cap)
-    if trial is None:
-        return None, stop_reason(study, config) or "grid finished: every combination has run or is running"
-    if not within:  # another agent created the last allowed trial first
-        trial.set_user_attr("skipped", "run_cap reached by other agents")
-        study.tell(trial, state=TrialState.FAIL)
-        return None, f"run_cap {run_cap} reached: no new trials"
-    return trial, None
+def take(study, config: dict, space, pins: dict):
+    """(claim, params, None) for the run this agent does next, or (None, None, why) when it is done."""
+    while True:
+        plain = trials.plain(study, space)
+        runs = decide.next_runs(config, plain)
+        if not runs:
+            return None, None, decide.why_done(config, plain) or "no new trials"
+        claim = trials.claim(study, space, runs[0], plain, pins, config.get("run_cap"))
+        if claim is not None:
+            return claim, runs[0], None
+        # another agent took that queued trial, or the last run under run_cap, first: read the trials again
 
 
 def describe_failure(outcome, job) -> list:
@@ -260,12 +223,12 @@ def run_agent(ref, storage=None, count=None, pins=None, max_failures=MAX_FAILURE
               kill_delay=runner.KILL_DELAY, verbose=False, out=None) -> int:
     """Run trials of a sweep until one of the stop conditions; returns the exit code (0, 1 on failures, 130)."""
     out = out or sys.stdout
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the agent prints its own line per trial
     say = lambda text: print(text, file=out, flush=True)  # noqa: E731
     live = out if not verbose and hasattr(out, "isatty") and out.isatty() else None
     storage = st.get_storage(storage) if storage is None or isinstance(storage, (str, Path)) else storage
     study, config = load_sweep(ref, storage)
     space = Space(config["parameters"], grid=config["method"] == "grid")
-    study.sampler, study.pruner = make_sampler(config["method"], space), make_pruner(config)
     pins, metric = dict(pins or {}), config["metric"]["name"]
     check_program(config)
     announce(say, study, config, space, storage, pins)
@@ -274,21 +237,19 @@ def run_agent(ref, storage=None, count=None, pins=None, max_failures=MAX_FAILURE
         while count is None or done < count:
             for number in st.fail_dead_trials(study):
                 say(f"trial {number:>3}  FAIL      its agent is gone; queued again for the next agent")
-            trial, why = None, stop_reason(study, config)
-            if why is None:
-                trial, why = take_trial(study, config)
-            if trial is None:
+            claim, params, why = take(study, config, space, pins)
+            if claim is None:
                 say(why)
                 break
-            job = TrialRun(study, trial, config, space, pins, kill_delay, verbose, live)
+            job = TrialRun(study, claim, params, config, space, pins, kill_delay, verbose, live)
             try:
                 state, value, outcome = job.run()
             except KeyboardInterrupt:
                 job.interrupted()
-                say(f"trial {trial.number:>3}  FAIL      interrupted; queued again for the next agent")
+                say(f"trial {claim.number:>3}  FAIL      interrupted; queued again for the next agent")
                 return 130
             done += 1
-            line = progress(trial.number, state, value, metric, outcome.duration, job.sampled, best(study))
+            line = progress(claim.number, state, value, metric, outcome.duration, job.sampled, best(study))
             say(("\r\033[K" if live else "") + line)
             failures = failures + 1 if state == "FAIL" else 0
             if state == "FAIL":

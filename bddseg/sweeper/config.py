@@ -11,17 +11,18 @@ from pathlib import Path
 
 import yaml
 
-warnings.filterwarnings("ignore", message="Valid config keys have changed in V2")  # pydantic noise from `sweeps`
-import sweeps  # noqa: E402
-from sweeps.config.schema import fill_validate_early_terminate, fill_validate_metric  # noqa: E402
-from sweeps.grid_search import grid_search_next_runs  # noqa: E402
-from sweeps.params import PARAM_DEPRECATION_MAP  # noqa: E402
+from bddseg.cli import UserError
 
-from utils import UserError  # noqa: E402
+from . import decide
+from .command import DEFAULT_COMMAND
+from .space import Space
 
-from . import hyperband  # noqa: E402
-from .command import DEFAULT_COMMAND  # noqa: E402
-from .space import Space  # noqa: E402
+with warnings.catch_warnings():  # pydantic 2 notes the `sweeps` models' v1-style config when they are defined
+    warnings.filterwarnings("ignore", message="Valid config keys have changed in V2")
+    import sweeps
+    from sweeps.config.schema import fill_validate_early_terminate, fill_validate_metric
+    from sweeps.grid_search import grid_search_next_runs
+    from sweeps.params import PARAM_DEPRECATION_MAP
 
 METHODS = ("grid", "random", "bayes")
 
@@ -85,7 +86,7 @@ def _agent_rules(config: dict) -> list:
         errors.append(getattr(e, "message", None) or str(e))
     if "early_terminate" in config and not errors:
         try:
-            hyperband.bands(fill_validate_early_terminate(config)["early_terminate"])
+            decide.bands(config["early_terminate"])  # W&B's hyperband arithmetic, W&B's message
         except ValueError as e:
             errors.append(f"early_terminate: {e}")
     return errors

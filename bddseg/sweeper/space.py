@@ -14,8 +14,9 @@ from itertools import product
 import numpy as np
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-warnings.filterwarnings("ignore", message="Valid config keys have changed in V2")  # pydantic noise from `sweeps`
-from sweeps.params import HyperParameter  # noqa: E402
+with warnings.catch_warnings():  # pydantic 2 notes the `sweeps` models' v1-style config when they are defined
+    warnings.filterwarnings("ignore", message="Valid config keys have changed in V2")
+    from sweeps.params import HyperParameter
 
 SEP = "/"          # nesting separator in flat parameter names
 NORMAL_SPAN = 6.0  # normal families are recorded on mu +- 6 sigma (a draw outside has probability 2e-9 and is clipped)
@@ -179,7 +180,6 @@ class Space:
                 if p.kind in (HP.CATEGORICAL, HP.CATEGORICAL_PROB):
                     p.choices = list(p.config["values"])
             self.params[name] = p
-        self.grid = grid
 
     def __getitem__(self, name):
         return self.params[name]

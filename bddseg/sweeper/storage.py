@@ -1,13 +1,13 @@
 """Where sweeps live: an embedded journal file that several local agents share, or any SQLAlchemy URL.
 
-Default: Optuna's JournalStorage on a JournalFileBackend at `params.SWEEPS_DIR/sweeps.journal`. Every write is
+Default: Optuna's JournalStorage on a JournalFileBackend at `config.SWEEPS_DIR/sweeps.journal`. Every write is
 one appended log line under a file lock, every read replays the log, so many agent processes on one machine
 share it with no "database is locked" failures (which SQLite gives several writers) and no server.
 For several machines pass a database URL (PostgreSQL: `postgresql://user:password@host/db`).
 
 Both get heartbeats: a running trial whose agent stops beating (killed, machine lost) is marked failed and
-re-queued once more for another agent (Optuna's RetryHeartbeatStaleTrialCallback). RDBStorage has that built
-in; the journal gets it here through Optuna's own BaseHeartbeat interface, with one touch-file per trial.
+re-queued for another agent, at most MAX_RETRY times (Optuna's RetryHeartbeatStaleTrialCallback). RDBStorage
+has that built in; the journal gets it here through Optuna's BaseHeartbeat interface, one touch-file per trial.
 A trial whose agent ran on this machine and whose process is gone is failed at once, without waiting.
 """
 import copy
@@ -16,6 +16,7 @@ import os
 import socket
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import optuna
@@ -25,12 +26,8 @@ from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-import params
-from utils import UserError
-
-warnings.filterwarnings("ignore", category=ExperimentalWarning)
-warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
-optuna.logging.set_verbosity(optuna.logging.WARNING)
+from bddseg import config
+from bddseg.cli import UserError
 
 JOURNAL_NAME = "sweeps.journal"
 MAX_RETRY = 2  # a trial whose agent died is re-run at most twice
@@ -42,8 +39,8 @@ def heartbeat_interval() -> int:
 
 
 def default_url() -> str:
-    """The storage used without --storage: BDDSEG_SWEEP_STORAGE, else the journal under params.SWEEPS_DIR."""
-    return os.environ.get("BDDSEG_SWEEP_STORAGE") or str(Path(params.SWEEPS_DIR) / JOURNAL_NAME)
+    """The storage used without --storage: BDDSEG_SWEEP_STORAGE, else the journal under config.SWEEPS_DIR."""
+    return os.environ.get("BDDSEG_SWEEP_STORAGE") or str(Path(config.SWEEPS_DIR) / JOURNAL_NAME)
 
 
 def agent_tag() -> str:
@@ -60,9 +57,18 @@ class Requeue(RetryHeartbeatStaleTrialCallback):
         super().__call__(study, trial)
 
 
+@contextmanager
+def experimental_ok():
+    """Optuna's heartbeat and retry API is marked experimental: no warning for each use of it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        yield
+
+
 def retry_callback():
     """What happens to a trial whose agent died: failed, and queued again (same params) for the next agent."""
-    return Requeue(max_retry=MAX_RETRY)
+    with experimental_ok():
+        return Requeue(max_retry=MAX_RETRY)
 
 
 class JournalHeartbeatStorage(JournalStorage, BaseHeartbeat):
@@ -116,8 +122,9 @@ def get_storage(url=None):
               "the default journal file is made for several local agents", flush=True)
     interval = heartbeat_interval()
     try:
-        return RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=interval,
-                          grace_period=3 * interval, heartbeat_stale_trial_callback=retry_callback())
+        with experimental_ok():
+            return RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=interval,
+                              grace_period=3 * interval, heartbeat_stale_trial_callback=retry_callback())
     except Exception as e:  # sqlalchemy / driver errors: report without the password
         raise UserError(f"cannot open sweep storage {describe(url)}: {type(e).__name__}: "
                         f"{str(e).splitlines()[0] if str(e) else ''}") from None
@@ -164,6 +171,7 @@ def fail_dead_trials(study) -> list:
             except UpdateFinishedTrialError:
                 pass
     before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
-    optuna.storages.fail_stale_trials(study)
+    with experimental_ok():
+        optuna.storages.fail_stale_trials(study)
     failed += sorted({t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))} - before)
     return failed

@@ -18,7 +18,7 @@ import pandas as pd
 from optuna.exceptions import DuplicatedStudyError
 from optuna.trial import TrialState
 
-from utils import UserError
+from bddseg.cli import UserError
 
 from . import storage as st
 from .config import load_config
@@ -94,12 +94,12 @@ def resolve_id(ref: str, storage) -> str:
     raise UserError(f"no sweep {ref!r} in {st.describe(storage)} (known: {known})")
 
 
-def load_sweep(ref: str, storage, sampler=None, pruner=None, wait: bool = True):
+def load_sweep(ref: str, storage, wait: bool = True):
     """(study, config) for a sweep reference; waits for a grid sweep that is still being queued."""
     sid = resolve_id(ref, storage)
     deadline = time.monotonic() + READY_TIMEOUT
     while True:
-        study = optuna.load_study(study_name=sid, storage=storage, sampler=sampler, pruner=pruner)
+        study = optuna.load_study(study_name=sid, storage=storage)
         if study.user_attrs.get("ready") or (not wait and "config" in study.user_attrs):
             return study, study.user_attrs["config"]
         if time.monotonic() > deadline:

@@ -1,7 +1,8 @@
-"""The local evaluation report: metrics.json, confusion matrices, pixel shares, per-image overlays and index.html.
+"""What an evaluation shows: the local report folder, the W&B table and the console summary.
 
-Everything is written into one folder (eval.py hands in a temp folder that is renamed on success). index.html is
-plain, self-contained HTML (no scripts, no CDN) that references only files written here, by relative path.
+The folder holds metrics.json, eval.json, confusion matrices, pixel shares, per-image overlays and index.html, all
+written into one folder (eval.py hands in a temp folder that is renamed on success). index.html is plain,
+self-contained HTML (no scripts, no CDN) that references only files written here, by relative path.
 """
 import html
 import math
@@ -13,8 +14,8 @@ from matplotlib.figure import Figure  # no pyplot: no global backend switch, not
 from PIL import Image
 from sklearn.metrics import ConfusionMatrixDisplay
 
-import params
-from utils import write_json
+from bddseg import config
+from bddseg.atomic import write_json
 
 IMAGES = "images"      # per-image PNGs: <stem>.png (input), <stem>_true.png, <stem>_pred.png (overlays)
 MASKS = "masks"        # raw predicted class ids at the mask's own resolution: <stem>.png
@@ -25,9 +26,9 @@ THUMB_WIDTH = 384      # overlays are written at most this wide
 
 
 def palette() -> np.ndarray:
-    """256x3 uint8 lookup table: class id -> colour (params.CLASS_COLORS, 255 = ignore)."""
+    """256x3 uint8 lookup table: class id -> colour (config.CLASS_COLORS, 255 = ignore)."""
     lut = np.zeros((256, 3), np.uint8)
-    for k, rgb in params.CLASS_COLORS.items():
+    for k, rgb in config.CLASS_COLORS.items():
         lut[k] = rgb
     return lut
 
@@ -36,7 +37,7 @@ def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarr
     """Blend class colours over an RGB uint8 image (same HxW); ignore pixels are left as the image."""
     color = palette()[mask].astype(np.float32)
     out = image.astype(np.float32)
-    keep = (mask != params.IGNORE)[..., None]
+    keep = (mask != config.IGNORE)[..., None]
     out = np.where(keep, (1 - alpha) * out + alpha * color, out)
     return out.round().clip(0, 255).astype(np.uint8)
 
@@ -147,7 +148,7 @@ def write_index(folder, title: str, info: dict, per_class: pd.DataFrame, overall
                 preds: pd.DataFrame, class_names: list) -> Path:
     """index.html: summary, per-class table, confusion matrices, pixel shares and the predictions table."""
     folder = Path(folder)
-    legend = "".join(f'<span style="background:rgb{params.CLASS_COLORS[i]}">{html.escape(n)}</span>'
+    legend = "".join(f'<span style="background:rgb{config.CLASS_COLORS[i]}">{html.escape(n)}</span>'
                      for i, n in enumerate(class_names))
     info_rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{_fmt(v)}</td></tr>" for k, v in info.items())
     overall_rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{_fmt(v)}</td></tr>" for k, v in overall.items())
@@ -179,7 +180,7 @@ def write_index(folder, title: str, info: dict, per_class: pd.DataFrame, overall
     return path
 
 
-def write_report(folder, title: str, info: dict, metrics: dict, cm: np.ndarray, class_names: list,
+def write_eval_report(folder, title: str, info: dict, metrics: dict, cm: np.ndarray, class_names: list,
                  per_class: pd.DataFrame, preds: pd.DataFrame, overall: dict) -> Path:
     """Write metrics.json, eval.json, confusion matrices (PNG + CSV), pixel_share.csv, predictions.csv, index.html."""
     folder = Path(folder)
@@ -193,3 +194,50 @@ def write_report(folder, title: str, info: dict, metrics: dict, cm: np.ndarray, 
     pixel_share(cm, class_names).to_csv(folder / SHARE_CSV, index=False)
     preds.to_csv(folder / PREDS_CSV, index=False)
     return write_index(folder, title, info, per_class, overall, preds, class_names)
+
+
+def report_name(meta: dict, model_dir, root, split: str, tta: bool = False, other_data: bool = False) -> str:
+    """Report folder name: <run-name>[-<dataset>]-<split>[-tta] (dataset only when --data names another one)."""
+    name = meta.get("run_name") or Path(model_dir).name
+    if other_data and Path(root).name != meta.get("dataset"):
+        name += f"-{Path(root).name}"
+    return f"{name}-{split}" + ("-tta" if tta else "")
+
+
+# ------------------------------------------------------------------ W&B
+def wandb_image(img_t, true_t, pred_t, class_labels: dict):
+    """wandb.Image of a thumbnail with the true and predicted masks as interactive overlays."""
+    import wandb
+    return wandb.Image(img_t, masks={"predictions": {"mask_data": pred_t, "class_labels": class_labels},
+                                     "ground_truth": {"mask_data": true_t, "class_labels": class_labels}})
+
+
+def save_prediction(folder, stem: str, thumb, mask, pred, class_labels: dict) -> tuple:
+    """Report PNGs and the W&B image of one prediction: (relative paths, wandb.Image). Runs on a writer thread."""
+    thumbs = thumbnails(thumb, mask, pred)
+    return save_example(folder, stem, *thumbs, pred), wandb_image(*thumbs, class_labels)
+
+
+def log_wandb(run, metrics: dict, folder, preds: pd.DataFrame, images: dict, names: list):
+    """Metrics to the run summary; confusion matrices and the predictions table (worst person IoU first)."""
+    import wandb
+    run.summary.update({k: v for k, v in metrics.items() if not (isinstance(v, float) and math.isnan(v))})
+    iou_cols = [f"{config.class_key(n)}_iou" for n in names]
+    table = wandb.Table(columns=["File_Name", "Images", *[f"iou_{n}" for n in names], "miou"])
+    for r in preds.to_dict("records"):
+        table.add_data(r["file"], images[r["file"]], *[r[c] for c in iou_cols], r["miou"])
+    run.log({"confusion_matrix": wandb.Image(str(Path(folder) / CM_PNG)),
+             "confusion_matrix_counts": wandb.Image(str(Path(folder) / CM_COUNTS_PNG)),
+             "predictions": table})
+
+
+# ------------------------------------------------------------------ console
+def print_summary(per_class: pd.DataFrame, metrics: dict, split: str, info: dict, folder, wandb_where: str):
+    """One screen: per-class table, miou, pixel accuracy, loss, and where the report and the W&B run are."""
+    print(f"\n{info['model_name']} on {info['data']} [{split}, {info['images']} images, "
+          f"tta={'on' if info['tta'] else 'off'}, {info['precision']}]")
+    print(per_class.to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep="-"))
+    print(f"{split}_miou {metrics[f'{split}_miou']:.4f}   {split}_pixel_acc {metrics[f'{split}_pixel_acc']:.4f}   "
+          f"{split}_loss {metrics[f'{split}_loss']:.4f}")
+    print(f"report: {Path(folder) / INDEX}")
+    print(f"W&B run {wandb_where}")

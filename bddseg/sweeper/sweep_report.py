@@ -11,8 +11,8 @@ import optuna
 import pandas as pd
 import yaml
 
-import params
-from utils import atomic_write
+from bddseg import config as project
+from bddseg.atomic import atomic_write
 
 from .study import best, trials_frame
 
@@ -20,8 +20,8 @@ META = {"trial", "state", "value", "reports", "duration_s", "start", "error", "r
 
 
 def reports_dir() -> Path:
-    """Default folder for reports: params.REPORTS_DIR (BDDSEG_REPORTS, else reports/ at the project root)."""
-    return Path(params.REPORTS_DIR)
+    """Default folder for reports: config.REPORTS_DIR (BDDSEG_REPORTS, else reports/ at the project root)."""
+    return Path(project.REPORTS_DIR)
 
 
 def default_path(sweep_id: str) -> Path:

@@ -1,0 +1,117 @@
+"""The images an evaluation scores: the split's rows of a dataset folder whose classes are the model's, and a loader.
+
+Inputs are resized to the model's input size exactly as in training (`loaders.load_pair`); masks stay at their own
+resolution, where the metrics are computed. Bad files fail as one UserError naming the file.
+"""
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from bddseg import config, layout, loaders
+from bddseg.checkpoint import META
+from bddseg.cli import UserError
+from bddseg.eval_report import read_thumbnail, thumbnail_size
+
+SPLITS = ("test", "valid", "all")  # 'all' = every labelled image of the dataset
+
+
+def data_ref(meta: dict, data=None):
+    """The dataset to evaluate on: `data`, else the training folder if it still exists, else the dataset name."""
+    if data:
+        return data
+    for path in (meta.get("data_path"), (meta.get("config") or {}).get("data")):
+        if path and Path(path).is_dir():
+            return path
+    return meta.get("dataset")
+
+
+def check_classes(root, meta: dict, model_dir):
+    """Refuse a dataset whose classes (manifest.json) differ from the model's (meta.json)."""
+    path = Path(root) / layout.MANIFEST
+    if not path.exists():
+        print(f"warning: {path} missing: the dataset's classes cannot be checked against the model's",
+              file=sys.stderr)
+        return
+    data = {str(k): v for k, v in layout.read_manifest(root).get("classes", {}).items()}
+    model = {str(k): v for k, v in meta["classes"].items()}
+    if data != model:
+        raise UserError(f"{path}: the dataset's classes {data} differ from the model's {model} "
+                        f"({Path(model_dir) / META}); evaluate it with a model trained on these classes")
+
+
+def labelled_images(root) -> pd.DataFrame:
+    """Every image of a dataset folder that has a mask (for split 'all' on a folder without data_split.csv)."""
+    files = sorted(p.name for p in (Path(root) / layout.IMAGES).glob("*") if layout.label_path(root, p.name).exists())
+    return pd.DataFrame({"File_Name": files, "Stage": "all",
+                         "image": [str(layout.image_path(root, f)) for f in files],
+                         "label": [str(layout.label_path(root, f)) for f in files]})
+
+
+def split_rows(root, split: str, meta: dict, model_dir) -> pd.DataFrame:
+    """Rows (File_Name, image, label) of `split` in a dataset folder, after checking the folder and its classes."""
+    root = Path(root)
+    has_split = (root / layout.SPLIT_CSV).exists()
+    if has_split or split != "all":
+        loaders.check_dataset(root)
+    check_classes(root, meta, model_dir)
+    df = layout.read_split(root, None if split == "all" else split) if has_split else labelled_images(root)
+    if df.empty:
+        where = root / (layout.SPLIT_CSV if has_split else layout.IMAGES)
+        raise UserError(f"{where}: no labelled images for split {split!r}")
+    return df
+
+
+def input_size(meta: dict) -> tuple:
+    """(h, w) the model was trained at: meta's frame_size, else the 16:9 frame of its img_size (height)."""
+    size = meta.get("frame_size") or meta["img_size"]
+    return tuple(size) if isinstance(size, (list, tuple)) else config.frame_size(size)
+
+
+class EvalImages(Dataset):
+    """Images resized to the model's input size exactly as in training; masks at their own resolution."""
+
+    def __init__(self, df, size, n_classes):
+        self.files, self.images, self.labels = list(df.File_Name), list(df.image), list(df.label)
+        self.size, self.n_classes = size, n_classes
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        try:
+            return self.load(i)
+        except UserError as e:
+            return e  # raised in the main process: one clear line instead of a worker traceback
+
+    def load(self, i):
+        """(input uint8 3 x h x w, mask uint8 H x W, report thumbnail, i); UserError naming a bad file."""
+        img, _ = loaders.load_pair(self.images[i], self.labels[i], self.size)
+        with Image.open(self.labels[i]) as m:
+            mask = np.asarray(m)
+        bad = np.setdiff1d(np.unique(mask), [*range(self.n_classes), config.IGNORE])
+        if bad.size:
+            raise UserError(f"{self.labels[i]}: mask values {bad.tolist()} outside the classes 0..{self.n_classes - 1}"
+                            f" and {config.IGNORE}")
+        thumb = read_thumbnail(self.images[i], thumbnail_size(*mask.shape))
+        return torch.from_numpy(img.copy()).permute(2, 0, 1), torch.from_numpy(mask.copy()), thumb, i
+
+
+def collate(items):
+    """Stack the (same-size) inputs; masks and report thumbnails, which may differ in size, stay lists."""
+    errors = [it for it in items if isinstance(it, UserError)]
+    if errors:
+        return errors[0]
+    xs, masks, thumbs, idx = zip(*items)
+    return torch.stack(xs), list(masks), list(thumbs), list(idx)
+
+
+def eval_loader(df: pd.DataFrame, meta: dict, batch_size: int = 8, num_workers: int = 1) -> DataLoader:
+    """Batched, ordered loader over the rows (its dataset's `files` name them by index)."""
+    ds = EvalImages(df, input_size(meta), len(meta["classes"]))
+    return DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate,
+                      num_workers=num_workers, persistent_workers=False)

@@ -1,0 +1,89 @@
+"""Fill the artifact folders: a source's items imported into a raw folder (in parallel, in input order, bad pairs
+collected), its SOURCE.md, and the processed folder (the raw files hard-linked, plus data_split.csv)."""
+import os
+import shutil
+import sys
+from multiprocessing import Pool
+
+from bddseg import config, layout, sources
+from bddseg.atomic import atomic_write
+from bddseg.cli import UserError
+
+MAX_PROBLEMS = 20  # without --skip-bad, stop after this many bad pairs and report them
+
+
+def import_all(items, root, workers, skip_bad, thumbs=0):
+    """Load, check and write every item into root/images and root/labels (thumbnails for the first `thumbs`);
+    returns (imported, problems)."""
+    (root / layout.IMAGES).mkdir()
+    (root / layout.LABELS).mkdir()
+    done, problems = [], []
+    tasks = [(item, i < thumbs) for i, item in enumerate(items)]
+    for r in ordered_map(run_task, tasks, workers):
+        if r.error:
+            problems.append(r.error)
+            if not skip_bad and len(problems) >= MAX_PROBLEMS:
+                break
+            continue
+        (root / layout.IMAGES / f"{r.name}{r.ext}").write_bytes(r.image)
+        (root / layout.LABELS / layout.label_name(r.name + r.ext)).write_bytes(r.mask_png)
+        r.image = r.mask_png = b""  # written: do not hold a whole data set in memory
+        done.append(r)
+    return done, problems
+
+
+def ordered_map(fn, tasks, workers):
+    """map() in input order, spread over `workers` processes when more than one."""
+    if workers <= 1:
+        yield from map(fn, tasks)
+        return
+    with Pool(workers) as pool:
+        yield from pool.imap(fn, tasks, chunksize=8)
+
+
+def run_task(task):
+    """Worker: import one item."""
+    return sources.import_item(*task)
+
+
+def check_problems(problems, n_items, skip_bad, label):
+    """Bad pairs stop the step (exit 2) unless --skip-bad, which lists them; nothing usable left is an error too."""
+    if problems and not skip_bad:
+        more = " (stopped there)" if len(problems) >= MAX_PROBLEMS else ""
+        raise UserError(f"{len(problems)} bad image/mask pair(s) in {label}{more}; fix them or pass "
+                              f"--skip-bad to leave them out:\n  " + "\n  ".join(problems))
+    if problems:
+        print(f"--skip-bad: left out {len(problems)} of {n_items} pairs:\n  " + "\n  ".join(problems), file=sys.stderr)
+    if len(problems) == n_items:
+        raise UserError(f"no usable image/mask pairs in {label}: all {n_items} were bad")
+
+
+def write_source_note(root, name, info, problems, command):
+    """SOURCE.md: where the data came from, its licence, the command that made it, pairs left out."""
+    lines = [f"# {name}", "", f"Source: **{info['source']}**", ""]
+    lines += [f"- {k}: {v}" for k, v in info.items() if k != "source" and v is not None]
+    lines += ["", f"Licence: {sources.LICENCES[info['source']]}", "",
+              f"Classes: {', '.join(f'{c} {n}' for c, n in config.BDD_CLASSES.items())}; "
+              f"{config.IGNORE} = ignore.", "", "Made with:", "", f"    {command}", ""]
+    if problems:
+        lines += [f"Left out with --skip-bad ({len(problems)}):", ""] + [f"- {p}" for p in problems] + [""]
+    atomic_write(root / layout.SOURCE_MD, "\n".join(lines))
+
+
+def link_or_copy(src, dst):
+    """Hard-link a file (same bytes, no extra space), copying when links are not possible."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def build_processed(raw, proc, split_df):
+    """Processed folder: the raw files (hard-linked) plus data_split.csv."""
+    for sub in (layout.IMAGES, layout.LABELS):
+        (proc / sub).mkdir()
+        for f in sorted((raw / sub).iterdir()):
+            link_or_copy(f, proc / sub / f.name)
+    for name in (layout.EDA_CSV, layout.SOURCE_MD):
+        link_or_copy(raw / name, proc / name)
+    split_df.to_csv(proc / layout.SPLIT_CSV, index=False)
