@@ -5,11 +5,13 @@
     python eval.py --latest                         # the run saved last
     python eval.py --model models/unet-<data>/<run-name>-<id>    # a checkpoint folder
     python eval.py --sweep NAME                     # the best trial of an offline sweep
-    python eval.py --artifact ENTITY/PROJECT/NAME:ALIAS          # a W&B model artifact (W&B online only)
+    python eval.py --artifact ENTITY/PROJECT/unet-<data>:best    # a W&B model artifact (W&B online only)
     python eval.py --tta                            # + horizontal-flip test-time augmentation
     python eval.py --data artifacts/<other_split> --split all   # every labelled image of another dataset
 
-The data defaults to the model's training dataset. Metrics are computed at the masks' own resolution (logits resized
+The data defaults to exactly the dataset the model was trained on (online: the artifact version it used); when the
+local dataset's manifest differs from the one recorded in meta.json, eval refuses (exit 2) unless --data is given,
+and then checks that no evaluated image was one the model trained on. Metrics are computed at the masks' own resolution (logits resized
 back bilinearly, then argmax). The report lands in eval/<run-name>-<split>[-tta]/index.html. The work is done in
 bddseg: lookup (which model), eval_data (which images), evaluate (predict + metrics), eval_report (what is shown).
 """
@@ -23,6 +25,7 @@ from bddseg.device import get_device, precision_name, set_threads
 from bddseg.eval_data import SPLITS, data_ref, eval_loader, input_size, split_rows
 from bddseg.evaluate import class_names, evaluate_split, per_class_table
 from bddseg.inference import load_model
+from bddseg.lineage import check_eval_data
 from bddseg.resolve import resolve_data
 from bddseg.wb import init_wandb, is_online, wandb_mode, where_logged
 
@@ -58,9 +61,13 @@ def get_model(args, device):
 
 
 def get_eval_data(meta, args, model_dir, run=None):
-    """(dataset folder, rows of the split): --data, else the model's training data; checked against its classes."""
-    root = resolve_data(data_ref(meta, args.data), run)
-    return root, split_rows(root, args.split, meta, model_dir)
+    """(dataset folder, rows of the split): --data, else exactly the data the model was trained on (online: its
+    artifact version); checked against the model's classes and against the dataset identity it recorded."""
+    online_ref = meta.get("data_artifact") if is_online(run) else None
+    root = resolve_data(args.data or online_ref or data_ref(meta), run)
+    rows = split_rows(root, args.split, meta, model_dir)
+    check_eval_data(meta, model_dir, root, list(rows.File_Name), explicit=bool(args.data))
+    return root, rows
 
 
 def init_run(meta, args, model_dir):
@@ -101,7 +108,6 @@ def save_report(folder, name, info, metrics, cm, preds, meta, split):
 def main(argv=None):
     """Evaluate one model on one split; write the local report and log to W&B."""
     args = parse_args(argv)
-    config.offline_hubs()
     set_threads()
     device = get_device()
     model, meta, model_dir = get_model(args, device)

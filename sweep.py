@@ -7,35 +7,54 @@
     python sweep.py report ID                          # self-contained HTML report
 
 `--storage PATH_OR_URL` picks the Optuna storage: default a journal file under sweeps_db/ that several local
-agents share; a SQLAlchemy URL such as postgresql://user:password@host/db for agents on several machines.
-`--param KEY=VALUE` (repeatable) pins a parameter for this agent, e.g. --param epochs=1 --param img_size=64.
+agents share (or BDDSEG_SWEEP_STORAGE); a SQLAlchemy URL such as postgresql://user:password@host/db for agents on
+several machines. `--param KEY=VALUE` (repeatable) pins a parameter for this agent, e.g. --param epochs=1.
+
+Several GPUs, several machines:
+    python sweep.py agent ID --gpus 0,1,2,3            # one worker per GPU (each trial sees only its GPU)
+    python sweep.py agent ID --gpus all                # every GPU of this machine; --gpus cpu:4: 4 CPU workers
+    sbatch --array=0-7 slurm/agent.sbatch ID           # SLURM: one agent per array task (see that file)
+With --gpus, --count is per worker (as each `wandb agent` counts its own runs).
+
+Extensions to W&B's sweep config, as options (W&B's schema refuses unknown keys, so they are not config keys):
+    python sweep.py create grid.yaml --grid-order shuffled   # grid points in a seeded shuffled order
+The seed comes from the config itself, so every agent (and a resumed combined form) sees the same order.
+random and bayes never run one point twice (a repeat is drawn again; an all-categorical space ends when every
+combination has run). run_cap and grid points are claimed atomically, also across machines.
 """
 import argparse
+import hashlib
+import os
 import sys
 
 import optuna
 
-from bddseg.cli import run_cli
+from bddseg.cli import UserError, run_cli
 from bddseg.sweeper import agent as agent_loop
 from bddseg.sweeper import storage as st
-from bddseg.sweeper import sweep_report
+from bddseg.sweeper import sweep_report, workers
 from bddseg.sweeper.config import load_config
-from bddseg.sweeper.study import best, config_id, create_sweep, list_sweeps, load_sweep, trials_frame
+from bddseg.sweeper.study import best, config_id, create_sweep, list_sweeps, load_sweep, running, trials_frame
 
 COMMANDS = ("create", "agent", "status", "report", "run")
 
 
-def get_config(path, name=None) -> dict:
+def get_config(path, name=None, grid_order="wandb") -> dict:
     """Validated sweep config from a YAML file (exit 2 with W&B's schema message when invalid)."""
     config = load_config(path)
     if name:
         config["name"] = name
+    if grid_order == "shuffled":
+        if config["method"] != "grid":
+            raise UserError(f"--grid-order shuffled: {path} is a {config['method']} sweep, not a grid")
+        seed = int.from_bytes(hashlib.sha256(config_id(config).encode()).digest()[:4], "big")
+        config.update(grid_order="shuffled", grid_seed=seed)
     return config
 
 
 def create(args) -> str:
     """`create`: a new sweep from a config file; prints its id and how to start agents."""
-    config = get_config(args.config, args.name)
+    config = get_config(args.config, args.name, args.grid_order)
     storage = st.get_storage(args.storage)
     print(f"Creating sweep from: {args.config}")
     sid, _ = create_sweep(config, storage, source=args.config)
@@ -46,15 +65,38 @@ def create(args) -> str:
 
 
 def agent(args) -> int:
-    """`agent`: run trials of an existing sweep."""
+    """`agent`: run trials of an existing sweep (one worker process per GPU with --gpus)."""
+    if args.gpus:
+        return run_workers(args, args.sweep)
     return agent_loop.run_agent(args.sweep, args.storage, args.count, agent_loop.parse_pins(args.param),
                                 args.max_consecutive_failures, args.kill_delay, args.verbose)
 
 
+def worker_argv(args, sweep_id: str) -> list:
+    """`sweep.py agent ID ...` with this command's agent options, without --gpus: what each worker runs."""
+    argv = [sys.executable, os.path.abspath(__file__), "agent", sweep_id,
+            "--max-consecutive-failures", str(args.max_consecutive_failures), "--kill-delay", str(args.kill_delay)]
+    if args.storage:
+        argv += ["--storage", str(args.storage)]
+    if args.count:
+        argv += ["--count", str(args.count)]
+    argv += [a for item in args.param or [] for a in ("--param", item)]
+    return argv + (["--verbose"] if args.verbose else [])
+
+
+def run_workers(args, sweep_id: str) -> int:
+    """One agent process per GPU (or CPU share) of --gpus, all on this sweep."""
+    chosen = workers.parse_gpus(args.gpus)
+    storage = st.get_storage(args.storage)
+    study, _ = load_sweep(sweep_id, storage)  # a wrong id fails here once, not in every worker
+    return workers.run_workers(chosen, worker_argv(args, study.study_name))
+
+
 def run(args) -> int:
     """Combined form: create the sweep of this config (or resume it: same config -> same id), then be its agent."""
-    config = get_config(args.config, args.name)
+    config = get_config(args.config, args.name, args.grid_order)
     agent_loop.check_program(config)
+    chosen = workers.parse_gpus(args.gpus) if args.gpus else None  # refused before anything is created
     storage = st.get_storage(args.storage)
     sid, created = create_sweep(config, storage, sweep_id=config_id(config), source=args.config)
     print(f"{'Created' if created else 'Resuming'} sweep {sid} from {args.config}")
@@ -62,6 +104,8 @@ def run(args) -> int:
     same_name = [s for s, c, _ in list_sweeps(storage) if s != sid and name and c.get("name") == name]
     if created and same_name:
         print(f"note: sweep(s) {', '.join(same_name)} have this name but another config; the name now refers to {sid}")
+    if chosen:
+        return workers.run_workers(chosen, worker_argv(args, sid))
     return agent_loop.run_agent(sid, storage, args.count, agent_loop.parse_pins(args.param),
                                 args.max_consecutive_failures, args.kill_delay, args.verbose)
 
@@ -90,7 +134,18 @@ def status(args) -> int:
     if len(df):
         cols = [c for c in df.columns if c not in ("start", "command", "run_dir")]
         print(df[cols].rename(columns={"value": metric}).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print_running(study, metric)
     return 0
+
+
+def print_running(study, metric: str) -> None:
+    """What each agent (host:pid), GPU worker and SLURM task is running now, and since when."""
+    rows = running(study)
+    print(f"running now: {len(rows) or 'nothing'}")
+    for r in rows:
+        where = "  ".join(f"{k} {r[k]}" for k in ("worker", "gpu", "slurm") if r.get(k))
+        last = f"{metric}={r['last']:.4g} after {r['reports']} report(s)" if r["last"] is not None else "no report yet"
+        print(f"  trial {r['trial']:>3}  agent {r['agent']}  {where}  since {r['since']} ({r['for']})  {last}")
 
 
 def report(args) -> int:
@@ -111,6 +166,8 @@ def add_agent_options(p):
     p.add_argument("--kill-delay", type=float, default=agent_loop.runner.KILL_DELAY, metavar="SECONDS",
                    help="seconds between SIGTERM and SIGKILL when a trial is stopped (default 30)")
     p.add_argument("--verbose", action="store_true", help="also show each trial's output")
+    p.add_argument("--gpus", metavar="IDS|all|cpu:N",
+                   help="one worker per GPU (e.g. 0,1,2,3 or all), each trial on its own GPU; cpu:N for N CPU workers")
 
 
 def positive(text) -> int:
@@ -136,6 +193,8 @@ def parse_args(argv=None):
         p.add_argument("config", help="sweep config YAML (W&B format)")
         p.add_argument("--name", help="sweep name (overrides the config's `name`)")
         p.add_argument("--storage", default=argparse.SUPPRESS, help="journal file path or SQLAlchemy URL")
+        p.add_argument("--grid-order", choices=("wandb", "shuffled"), default="wandb",
+                       help="grid sweeps: W&B's order (default) or a seeded shuffled order")
         if name == "run":
             add_agent_options(p)
     p = sub.add_parser("agent", help="run trials of a sweep")

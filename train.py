@@ -35,7 +35,8 @@ from bddseg.metrics import seg_metrics
 from bddseg.models import build_model, param_groups
 from bddseg.precision import AutocastMixedPrecision, StopOnNonFinite
 from bddseg.record import BestCheckpoint, MetricsLog, WandbMetrics
-from bddseg.resolve import dataset_name, resolve_data
+from bddseg.lineage import manifest_sha256
+from bddseg.resolve import dataset_name, resolve_dataset
 from bddseg.schedule import TimeBudget, UnfreezeAt
 from bddseg.tables import prediction_table
 from bddseg.training_run import TrainingRun
@@ -70,6 +71,8 @@ def parse_args(argv=None):
     p.add_argument("--num_workers", type=int, default=0, help="threads for the one-time decode (0 = one per core)")
     p.add_argument("--project", default=None, help="W&B project (default unet-<dataset>)")
     p.add_argument("--output", default=str(cfg.MODELS_DIR), help="where run folders (checkpoints) go")
+    p.add_argument("--registry", default=None,
+                   help="also link the model into this W&B Registry collection (wandb-registry-model/NAME; online)")
     p.add_argument("--time_budget", type=float, default=0,
                    help="minutes of fitting: the one-cycle schedule follows the clock, --epochs is ignored (0 = off)")
     p.add_argument("--crop", type=int, default=0,
@@ -168,12 +171,14 @@ def final_metrics(learn, run_dir) -> dict:
     return {f"final_{n}": float(s) for n, s in zip(names, scores)}
 
 
-def derived_config(config, run, dls, learn, info, data_path, device, threads) -> dict:
-    """What the run worked out beyond the flags (data path, pretrained_loaded, precision, sizes): into the config."""
+def derived_config(config, run, dls, learn, info, data_path, device, threads, data_artifact=None) -> dict:
+    """What the run worked out beyond the flags (which data exactly, pretrained_loaded, precision, sizes)."""
     name, dataset = run_name(config, info.get("pretrained_loaded", False)), dataset_name(config.data)
-    return {"dataset": dataset, "data_path": str(data_path), "project": run.project, "run_name": name,
+    return {"dataset": dataset, "data_path": str(data_path), "data_artifact": data_artifact,
+            "data_manifest_sha256": manifest_sha256(data_path), "project": run.project, "run_name": name,
             "run_dir": str(Path(config.output) / f"unet-{dataset}" / f"{name}-{run.id}"),
-            "pretrained_loaded": bool(info.get("pretrained_loaded", False)), "device": str(device),
+            "pretrained_loaded": bool(info.get("pretrained_loaded", False)),
+            "pretrained_source": info.get("pretrained_source"), "device": str(device),
             "precision": dev.precision_name(device, config.mixed_precision), "threads": threads,
             "frame_size": list(cfg.frame_size(config.img_size)), "n_train": dls.train.n, "n_valid": dls.valid.n,
             "n_params": sum(p.numel() for p in learn.model.parameters())}
@@ -187,16 +192,15 @@ def log_predictions(run, config, learn, dls, device):
 
 def main(argv=None):
     """Parse args -> get data -> get learner -> train -> log; exits non-zero unless the run finished."""
-    cfg.offline_hubs()
     args = parse_args(argv)
     with TrainingRun(args, project=args.project or f"unet-{dataset_name(args.data)}") as run:
         config = run.config
         set_seed(config.seed)
         threads, device = dev.set_threads(), dev.get_device()
-        data_path = resolve_data(config.data, run.wandb)
-        dls = get_data(config, data_path, device)
+        data = resolve_dataset(config.data, run.wandb)
+        dls = get_data(config, data.path, device)
         learn, info, weights = get_learner(config, dls, device)
-        run.set_up({**derived_config(config, run.wandb, dls, learn, info, data_path, device, threads),
+        run.set_up({**derived_config(config, run.wandb, dls, learn, info, data.path, device, threads, data.artifact),
                     "class_weight_values": weights}, info)
         print(f"training {run.wandb.name} on {config.dataset} ({dls.train.n} train / {dls.valid.n} valid images, "
               f"{device} {config.precision}, {threads} threads) -> {run.dir}", file=sys.stderr)

@@ -12,7 +12,7 @@ from bddseg.models import build_model
 WEIGHTS, META = "model.safetensors", "meta.json"
 FORMAT_VERSION = 1
 REQUIRED = ("arch", "n_classes")
-RECORD_FILES = ("metrics.jsonl", "config.json", "summary.json")  # a run folder's record, kept across saves
+RECORD_FILES = ("metrics.jsonl", "config.json", "summary.json", "train_images.json")  # kept across saves
 
 
 def save_checkpoint(folder, model, meta: dict) -> Path:

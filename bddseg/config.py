@@ -1,17 +1,19 @@
 """Every constant of the project in one place: W&B names, artifact names, classes, output folders, recipes.
 
-The course-facing ones are re-exported by the top-level `params.py`. Paths and the W&B project can be set from the
-environment (BDDSEG_ARTIFACTS, BDDSEG_MODELS, BDDSEG_EVAL, BDDSEG_SWEEPS, BDDSEG_REPORTS, WANDB_PROJECT,
-WANDB_ENTITY); nothing here changes the environment.
+The course-facing ones are re-exported by the top-level `params.py`. Paths and the data's W&B project can be set
+from the environment (BDDSEG_ARTIFACTS, BDDSEG_MODELS, BDDSEG_EVAL, BDDSEG_SWEEPS, BDDSEG_REPORTS,
+BDDSEG_DATA_PROJECT, BDDSEG_DATA_ENTITY); nothing here changes the environment.
 """
 import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository (the package is installed editable)
 
-# W&B
-WANDB_PROJECT = os.environ.get("WANDB_PROJECT", "bddseg")
-ENTITY = os.environ.get("WANDB_ENTITY") or None
+# W&B: the project (and entity) of the data artifacts, where data/prepare.py logs them and train/eval look them up.
+# Its own setting, never $WANDB_PROJECT: `wandb agent` sets that to the sweep's project, where training runs go.
+WANDB_PROJECT = DATA_PROJECT = os.environ.get("BDDSEG_DATA_PROJECT", "bddseg")
+DATA_ENTITY = os.environ.get("BDDSEG_DATA_ENTITY") or None  # None: the W&B default entity of the API key
+ENTITY = os.environ.get("WANDB_ENTITY") or None  # where runs go (wandb's own variable; a sweep sets its own)
 
 # Artifacts (course names)
 RAW_DATA_AT = "bdd_simple_1k"
@@ -64,7 +66,3 @@ RECIPES = {
                    crop=0, focus=0.0, oversample=1.0),
 }
 
-
-def offline_hubs():
-    """Model hubs fail fast instead of retrying for ~45 s (HF_HUB_OFFLINE=1 unless set); entry points call it."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -1,5 +1,6 @@
 """The data step's W&B side: the raw folder as a `raw_data` artifact with an EDA table of thumbnails, the processed
-folder as a `split_data` artifact with the split table (lineage raw -> split online)."""
+folder as a `split_data` artifact with the split table (lineage raw -> split online), both in the data's own
+project (config.DATA_PROJECT / DATA_ENTITY), where train.py and eval.py look them up."""
 from bddseg import config
 from bddseg.eda import summarize
 from bddseg.wb import init_wandb, is_online, where_logged
@@ -25,7 +26,8 @@ def eda_table(eda, done):
 def log_raw(raw, eda, done, info, name):
     """Log the raw folder as a `raw_data` artifact (+ EDA table) from an `upload` run; returns (run dir, artifact)."""
     import wandb
-    run = init_wandb(project=config.WANDB_PROJECT, job_type="upload", config={**info, "name": name})
+    run = init_wandb(project=config.DATA_PROJECT, entity=config.DATA_ENTITY, job_type="upload",
+                     config={**info, "name": name})
     art = wandb.Artifact(name, type="raw_data", metadata={**info, "n_images": len(eda)})
     art.add_dir(str(raw))
     art.add(eda_table(eda, done), "eda_table")
@@ -42,7 +44,7 @@ def log_raw(raw, eda, done, info, name):
 def log_split(proc, split_df, raw_art, meta, name):
     """Log the processed folder as a `split_data` artifact (+ split table) from a `data_split` run."""
     import wandb
-    run = init_wandb(project=config.WANDB_PROJECT, job_type="data_split", config=meta)
+    run = init_wandb(project=config.DATA_PROJECT, entity=config.DATA_ENTITY, job_type="data_split", config=meta)
     if is_online(run) and raw_art is not None:
         run.use_artifact(raw_art)  # lineage raw -> split (use_artifact does not work offline)
     art = wandb.Artifact(name, type="split_data", metadata=meta)

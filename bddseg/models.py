@@ -6,11 +6,7 @@ NCHW images in [0, 1] of any size and returns logits of the same height and widt
 Why not fastai's DynamicUnet: its middle conv doubles the encoder's last width, so resnet50 becomes a 339M-parameter
 U-Net (resnet18: 31M); this decoder keeps a fixed width per resolution (resnet18: 14M, resnet50: 33M).
 """
-import os
-import sys
 from functools import partial
-from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 import torch.nn.functional as F
@@ -18,19 +14,10 @@ from torch import nn
 
 from bddseg import config
 from bddseg.cli import UserError
+from bddseg.weights import hf_hub_mode, hub_file, load_torch_hub_weights, loaded, say, torch_hub_file
 
 TIMM_PREFIX = "timm/"
 PROBE_PX = 128  # square probe image used to find an encoder's stages (every /32 stage stays >= 4 px)
-
-
-def warn(msg):
-    """One warning line on stderr."""
-    print(f"warning: {msg}", file=sys.stderr, flush=True)
-
-
-def hub_file(url) -> Path:
-    """Where torch.hub caches the weights file of `url`: $TORCH_HOME/hub/checkpoints/<file name>."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
 
 
 # ---------------------------------------------------------------- encoders: image -> list of stage features
@@ -62,47 +49,20 @@ def split_stages(layers) -> Stages:
     return Stages([nn.Sequential(*g) for g in groups])
 
 
-def cached_hub_file(url, what):
-    """The torch.hub-cached file for `url` (never downloads), or None after one warning line."""
-    path = hub_file(url)
-    if path.is_file():
-        return path
-    warn(f"no pretrained weights for {what}: {path} is missing (put {url} there); training from random init")
-    return None
-
-
-def load_hub_weights(model, url, what) -> bool:
-    """Load the torch.hub-cached weights for `url` into `model`; False (one warning line) when not possible."""
-    path = cached_hub_file(url, what)
-    if path is None:
-        return False
-    try:
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))  # tensors only, no code
-    except Exception as e:  # corrupt or foreign file: say so, keep going from random init
-        first = (str(e).strip().splitlines() or [""])[0][:200]
-        warn(f"pretrained weights {path} for {what} unreadable ({type(e).__name__}: {first}); replace it with {url}; "
-             f"training from random init")
-        return False
-    return True
-
-
 def torchvision_encoder(name, body, pretrained):
     """A torchvision classifier cut into resolution stages; `body(model)` lists its feature layers in order."""
     import torchvision
     weights = torchvision.models.get_model_weights(name).DEFAULT
     model = torchvision.models.get_model(name, weights=None)
-    loaded = pretrained and load_hub_weights(model, weights.url, f"torchvision {name}")
+    source = pretrained and load_torch_hub_weights(model, weights.url, f"torchvision {name}") or None
     tf = weights.transforms()
-    return split_stages(body(model.eval())), tf.mean, tf.std, loaded
+    return split_stages(body(model.eval())), tf.mean, tf.std, source
 
 
 def timm_encoder(name, pretrained):
     """A timm model with features_only=True (one output per feature level) and its pretrained_cfg mean/std."""
-    import huggingface_hub.constants
     import timm
     from timm.models import get_pretrained_cfg
-    if os.environ.get("HF_HUB_OFFLINE") == "1":  # the hub was imported before config.offline_hubs(): honour it
-        huggingface_hub.constants.HF_HUB_OFFLINE = True
     if not timm.is_model(name):
         raise UserError(f"unknown timm model {name!r} (names as in timm.list_models(), e.g. timm/resnet18)")
     try:
@@ -110,24 +70,27 @@ def timm_encoder(name, pretrained):
     except RuntimeError as e:  # invalid pretrained tag
         raise UserError(f"timm model {name!r}: {e}") from None
     repo, url = (cfg.hf_hub_id, cfg.url) if cfg else (None, None)
-    loaded = pretrained
-    if pretrained and not repo:  # timm would fetch a plain URL: only let it when torch.hub has the file
-        loaded = bool(url) and cached_hub_file(url, f"timm {name}") is not None
-        if not url:
-            warn(f"timm {name} has no pretrained weights; training from random init")
+    what = f"timm {name}"
+    source = None
+    if pretrained and repo:
+        source = hf_hub_mode(repo, what)
+    elif pretrained and url:  # a plain URL: fetched into torch hub's cache by the rule, where timm then finds it
+        source = torch_hub_file(url, what)[1]
+    elif pretrained:
+        say("warning", f"timm {name} has no pretrained weights; training from random init")
     try:
-        model = timm.create_model(name, features_only=True, pretrained=loaded)
+        model = timm.create_model(name, features_only=True, pretrained=source is not None)
     except Exception as e:
-        if not loaded:
+        if source is None:
             raise UserError(f"timm model {name!r} cannot serve as a U-Net encoder: {e}") from None
         model = timm_encoder(name, False)[0]  # same build without weights (raises UserError if that fails too)
-        where = (f"hub repo {repo} is not in the Hugging Face cache {huggingface_hub.constants.HF_HUB_CACHE} "
-                 f"(`hf download {repo}` where there is internet, copy that cache here, or set HF_HUB_OFFLINE=0)"
-                 if repo else f"{hub_file(url)} is unreadable (replace it with {url})")
-        warn(f"no pretrained weights for timm {name} ({type(e).__name__}): {where}; training from random init")
-        loaded = False
+        say("warning", f"no pretrained weights for {what} ({type(e).__name__}: {str(e)[:200]}); training from "
+                       f"random init")
+        source = None
+    if source:
+        loaded(what, source, f"hub repo {repo}" if repo else hub_file(url))
     cfg = model.pretrained_cfg or {}
-    return model, cfg.get("mean", config.IMAGENET_MEAN), cfg.get("std", config.IMAGENET_STD), loaded
+    return model, cfg.get("mean", config.IMAGENET_MEAN), cfg.get("std", config.IMAGENET_STD), source
 
 
 def resnet(m):
@@ -237,13 +200,14 @@ def build_model(arch: str, n_classes: int, pretrained: bool = True, absent=()):
         raise UserError(f"n_classes must be >= 1, got {n_classes}")
     if any(not 0 <= int(c) < int(n_classes) for c in absent) or len(set(absent)) >= int(n_classes):
         raise UserError(f"absent classes {list(absent)}: need ids in 0..{int(n_classes) - 1}, not all of them")
-    encoder, mean, std, loaded = get_encoder(arch)(pretrained)
+    encoder, mean, std, source = get_encoder(arch)(pretrained)
     try:
         channels, reductions = probe(encoder)
     except Exception as e:
         raise UserError(f"arch {arch!r}: the encoder cannot run on a {PROBE_PX}px image ({e})") from None
     model = Unet(encoder, channels, reductions, int(n_classes), mean, std, absent).train()
-    info = dict(arch=arch, mean=[float(v) for v in mean], std=[float(v) for v in std], pretrained_loaded=bool(loaded),
+    info = dict(arch=arch, mean=[float(v) for v in mean], std=[float(v) for v in std],
+                pretrained_loaded=source is not None, pretrained_source=source,
                 absent_classes=sorted(int(c) for c in absent),
                 encoder_channels=[channels[i] for i in model.keep],
                 encoder_reductions=[reductions[i] for i in model.keep],

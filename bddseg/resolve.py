@@ -1,15 +1,22 @@
 """Which dataset folder a `--data` value means, the only place it is decided: a folder, a W&B artifact, a local copy.
 
-`resolve_data("bdd_simple_1k_split", run)`: an existing folder wins; online, `run.use_artifact` downloads the
-artifact (and records the lineage); offline, or when that fails (said on stderr), the local artifact folder
-under config.ARTIFACTS_DIR.
+`resolve_dataset("bdd_simple_1k_split", run)`: an existing folder wins; online, `run.use_artifact` downloads the
+artifact from the data's own project (config.DATA_PROJECT / DATA_ENTITY, or `entity/project/name:alias` as given;
+never the sweep's project) and records the lineage; offline, or when that fails (said on stderr), the local artifact
+folder under config.ARTIFACTS_DIR. The result names the exact artifact version used, when there was one.
 """
 import sys
 from pathlib import Path
+from typing import NamedTuple, Optional
 
 from bddseg import config
 from bddseg.cli import UserError
 from bddseg.wb import is_online
+
+
+class Dataset(NamedTuple):
+    path: Path
+    artifact: Optional[str] = None  # 'entity/project/name:v3' when it came from W&B
 
 
 def dataset_name(data) -> str:
@@ -17,22 +24,34 @@ def dataset_name(data) -> str:
     return str(data).rstrip("/").split("/")[-1].split(":")[0]
 
 
-def resolve_data(name_or_path=None, run=None) -> Path:
-    """Dataset folder for an artifact name or a path: an existing folder, `use_artifact` online, or the local copy."""
+def artifact_ref(name_or_ref: str) -> str:
+    """Full artifact reference: `name` -> '[DATA_ENTITY/]DATA_PROJECT/name:latest'; given parts are kept."""
+    ref = name_or_ref
+    if "/" not in ref:
+        ref = "/".join(p for p in (config.DATA_ENTITY, config.DATA_PROJECT, ref) if p)
+    return ref if ":" in ref.split("/")[-1] else f"{ref}:latest"
+
+
+def resolve_dataset(name_or_path=None, run=None) -> Dataset:
+    """Dataset for an artifact name or a path: an existing folder, `use_artifact` online, or the local copy."""
     name_or_path = str(name_or_path or config.PROCESSED_DATA_AT)
     path = Path(name_or_path).expanduser()
     if path.is_dir():
-        return path.resolve()
-    name = dataset_name(name_or_path)
+        return Dataset(path.resolve())
     if is_online(run):
-        ref = name_or_path if "/" in name_or_path else f"{config.WANDB_PROJECT}/{name_or_path}"  # data step's project
-        ref = ref if ":" in ref else f"{ref}:latest"
+        ref = artifact_ref(name_or_path)
         try:
-            return Path(run.use_artifact(ref).download()).resolve()
+            art = run.use_artifact(ref, type="split_data")
+            return Dataset(Path(art.download()).resolve(), f"{art.entity}/{art.project}/{art.name}")
         except Exception as e:  # fall back to the local folder, but say so
             print(f"W&B: could not use artifact {ref!r} ({e}); trying the local copy", file=sys.stderr)
-    local = config.ARTIFACTS_DIR / name
+    local = config.ARTIFACTS_DIR / dataset_name(name_or_path)
     if local.is_dir():
-        return local.resolve()
+        return Dataset(local.resolve())
     raise UserError(f"dataset {name_or_path!r} not found: no such folder and no local artifact at {local} "
                     f"(run `python data/prepare.py` first, or pass --data with a processed dataset folder)")
+
+
+def resolve_data(name_or_path=None, run=None) -> Path:
+    """The folder of resolve_dataset (notebooks and scripts that need only the path)."""
+    return resolve_dataset(name_or_path, run).path

@@ -7,10 +7,13 @@
     sys.exit(run.exit_code)
 
 A notebook drives the same steps by hand: `run = TrainingRun(args, project).start()`, ..., `run.finish()`.
-On the way out, whatever happened: summary.json, the model artifact (finished runs only), one summary line on
-stderr, a W&B alert when online, `run.finish(exit_code)`. Exit codes: 0 finished, 1 failed or diverged (a
-non-finite loss, said in one line), 2 bad input, 130 Ctrl-C, 143 SIGTERM (how sweep agents stop a trial).
+On the way out, whatever happened: summary.json, the model artifact (finished runs only, see model_artifact.py),
+one summary line on stderr, a W&B alert (online, runs started by hand only: never one per sweep trial),
+`run.finish(exit_code)`. Exit codes: 0 finished, or stopped by SIGTERM (how `wandb agent` and sweep.py stop a
+trial early: a normal end, status 'stopped', not a failed run); 1 failed or diverged (a non-finite loss, said in
+one line); 2 bad input; 130 Ctrl-C.
 """
+import os
 import signal
 import sys
 import time
@@ -20,16 +23,24 @@ from bddseg import config
 from bddseg.atomic import write_json
 from bddseg.checkpoint import save_run_checkpoint
 from bddseg.cli import UserError
+from bddseg.lineage import TRAIN_IMAGES, train_images
+from bddseg.model_artifact import log_model
 from bddseg.precision import NonFiniteLoss
 from bddseg.wb import init_wandb, is_online, where_logged
 
-META_KEYS = ("img_size", "frame_size", "dataset", "data_path", "run_name", "project")
-ARTIFACT_KEYS = ("arch", "img_size", "dataset", "epoch", "metrics", "run_name")
+META_KEYS = ("img_size", "frame_size", "dataset", "data_path", "data_artifact", "data_manifest_sha256", "run_name",
+             "project")
+SWEEP_ENVS = ("WANDB_SWEEP_ID", "BDDSEG_SWEEP_ID")  # set for trials by `wandb agent` and by sweep.py
 
 
 def _sigterm(signum, frame):
-    """SIGTERM (how sweep agents stop pruned trials) takes the Ctrl-C path."""
+    """SIGTERM (how sweep agents stop pruned trials) unwinds like Ctrl-C; TrainingRun records it as 'stopped'."""
     raise KeyboardInterrupt("SIGTERM")
+
+
+def in_sweep(run) -> bool:
+    """True for a sweep trial (W&B's run.sweep_id, or the agents' environment variables)."""
+    return bool(getattr(run, "sweep_id", None) or any(os.environ.get(v) for v in SWEEP_ENVS))
 
 
 class TrainingRun:
@@ -53,12 +64,14 @@ class TrainingRun:
         return self.start()
 
     def set_up(self, derived: dict, info: dict) -> Path:
-        """Record what the run worked out (into the config and config.json) and create its folder."""
+        """Record what the run worked out (into the config and config.json), and which images it trains on
+        (train_images.json, for eval's overlap check); create the run folder."""
         self.config.update(derived, allow_val_change=True)
         self.wandb.name, self.dir = self.config.run_name, Path(self.config.run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         run_config = dict(self.config.items())
         write_json(self.dir / "config.json", run_config)
+        write_json(self.dir / TRAIN_IMAGES, train_images(run_config["data_path"]))
         self.meta = {"arch": run_config["arch"], "n_classes": len(config.BDD_CLASSES),
                      "classes": {str(k): v for k, v in config.BDD_CLASSES.items()}, "ignore_index": config.IGNORE,
                      **{k: run_config[k] for k in META_KEYS}, "run_id": self.wandb.id, "model_info": info,
@@ -78,7 +91,7 @@ class TrainingRun:
 
     def __exit__(self, exc_type, exc, tb):
         if exc_type is KeyboardInterrupt:
-            self.status, self.exit_code = "interrupted", 143 if str(exc) == "SIGTERM" else 130
+            self.status, self.exit_code = ("stopped", 0) if str(exc) == "SIGTERM" else ("interrupted", 130)
         elif exc_type is NonFiniteLoss:
             print(f"error: {exc.message}", file=sys.stderr)
             self.status, self.exit_code = "diverged", 1
@@ -92,25 +105,20 @@ class TrainingRun:
         self.summary = {"status": self.status, "run_id": self.wandb.id, "run_name": self.wandb.name,
                         "run_dir": str(self.dir), "seconds": round(time.time() - self.t0, 1),
                         "best_epoch": self.best_epoch, "best_metrics": self.best_metrics, **self.final}
+        self.wandb.summary["status"] = self.status
         if self.dir is not None and self.dir.exists():
             write_json(self.dir / "summary.json", self.summary)
-            if self.status == "finished":
-                self.log_model()
+            if self.status == "finished":  # the artifact holds summary.json as above; the aliases are added after
+                self.summary["model_aliases"] = log_model(self.wandb, self.dir, self.meta,
+                                                          getattr(self.args, "registry", None))
+                write_json(self.dir / "summary.json", self.summary)
         line = self.one_line()
         print(line, file=sys.stderr)
-        if is_online(self.wandb):
+        if is_online(self.wandb) and not in_sweep(self.wandb):
             import wandb
             wandb.alert(title=f"train {self.status}: {self.wandb.name}", text=line,
                         level=wandb.AlertLevel.INFO if self.status == "finished" else wandb.AlertLevel.WARN)
         self.wandb.finish(exit_code=self.exit_code)
-
-    def log_model(self):
-        """The run folder as a W&B model artifact (aliases best, latest); works offline (synced later)."""
-        import wandb
-        art = wandb.Artifact(self.dir.name, type="model",
-                             metadata={k: self.meta[k] for k in ARTIFACT_KEYS if k in self.meta})
-        art.add_dir(str(self.dir))
-        self.wandb.log_artifact(art, aliases=["best", "latest"])
 
     def one_line(self) -> str:
         """'train finished: <name> (<id>) best miou 0.41 @ epoch 7, 312 s -> <dir>; W&B offline: ...'."""

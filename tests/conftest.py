@@ -17,7 +17,8 @@ OUTPUT_DIRS = {"ARTIFACTS_DIR": "BDDSEG_ARTIFACTS", "MODELS_DIR": "BDDSEG_MODELS
 
 @pytest.fixture(autouse=True)
 def hermetic_env(tmp_path_factory, monkeypatch):
-    """Every test: W&B offline into a temp dir, config's output folders under temp dirs, no API key or netrc visible."""
+    """Every test: W&B offline into a temp dir, config's output folders under temp dirs, no API key or netrc visible,
+    no network for pretrained weights (tests of the download rule serve them on loopback)."""
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("NETRC", str(home / ".netrc"))
@@ -26,6 +27,8 @@ def hermetic_env(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("WANDB_DIR", str(tmp_path_factory.mktemp("wandb")))
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("BDDSEG_OFFLINE", "1")  # pretrained weights: cache only, never a probe of a public host
+    monkeypatch.delenv("BDDSEG_WEIGHTS_URL", raising=False)
     outputs = tmp_path_factory.mktemp("outputs")  # nothing a test does lands in the repo's output folders
     for attr, env in OUTPUT_DIRS.items():
         monkeypatch.setattr(config, attr, outputs / attr.lower())

@@ -153,7 +153,8 @@ def test_torchvision_pretrained_uses_the_cached_file(tmp_path, monkeypatch, capf
     cached.parent.mkdir(parents=True)
     torch.save(reference, cached)
     model, info = build_model("resnet18", 7, pretrained=True)
-    assert info["pretrained_loaded"] is True and capfd.readouterr().err == ""
+    assert info["pretrained_loaded"] is True and info["pretrained_source"] == "cache"
+    assert capfd.readouterr().err.strip() == f"note: pretrained torchvision resnet18: cached {cached}"  # one line
     assert torch.equal(model.encoder.stages[0][0].weight, reference["conv1.weight"])
     assert torch.equal(model.encoder.stages[-1][0][0].conv1.weight, reference["layer4.0.conv1.weight"])
     cached.write_bytes(b"not a checkpoint")  # a corrupt cache file: warn, random init

@@ -263,3 +263,26 @@ def test_status_and_self_contained_report(tmp_path, db, capsys, monkeypatch):
                     "Rerun it"):
         assert section in html
     assert best.user_attrs["command"].replace("'", "&#x27;") in html
+
+
+def test_all_categorical_random_sweep_never_repeats_a_config(tmp_path, db):
+    sid = make(tmp_path, db, {"x": {"values": [0.1, 0.2, 0.3]}, "arch": {"values": ["a", "b", "c"]}}, method="random")
+    assert run_threads(3, sid, db, count=20) == [0, 0, 0]  # three agents at once, more count than the space has
+    ts = trials(str(db), sid)
+    configs = [(t.user_attrs["config"]["x"], t.user_attrs["config"]["arch"]) for t in ts]
+    assert len(ts) == 9 and all(t.state.name == "COMPLETE" for t in ts)
+    assert sorted(configs) == sorted(itertools.product([0.1, 0.2, 0.3], "abc"))  # 9 trials, no duplicate
+
+
+def test_grid_order_shuffled_is_seeded_by_the_config(tmp_path, db, capsys):
+    path = write_config(tmp_path / "g.yaml", {"x": {"values": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]}}, method="grid")
+    sids = [created_id(cli(["--storage", db, "create", path, "--grid-order", "shuffled"], capsys)) for _ in range(2)]
+    orders = []
+    for sid in sids:
+        run(sid, db)
+        ts = sorted(trials(str(db), sid), key=lambda t: t.datetime_start)
+        orders.append([t.user_attrs["config"]["x"] for t in ts])
+    assert orders[0] == orders[1] != sorted(orders[0]) and sorted(orders[0]) == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+    with pytest.raises(Exception, match="not a grid"):
+        sweep.main(["--storage", str(db), "create", str(write_config(tmp_path / "r.yaml", {"x": {"values": [1]}},
+                                                                      method="random")), "--grid-order", "shuffled"])

@@ -124,7 +124,6 @@ def test_grid_cells_are_wandbs_grid():
 BASE = {"program": "train.py", "method": "random", "metric": {"name": "miou", "goal": "maximize"},
         "parameters": {"lr": {"min": 0.001, "max": 0.1}}}
 INVALID = {  # case -> (change to BASE, part of the expected message)
-    "unknown key": ({"epochs": 3}, "Additional properties are not allowed ('epochs' was unexpected)"),
     "unknown method": ({"method": "hyperopt"}, "'hyperopt' is not one of"),
     "min > max": ({"parameters": {"lr": {"min": 0.1, "max": 0.001}}}, "min 0.1 is not less than max 0.001"),
     "bad distribution": ({"parameters": {"lr": {"distribution": "gaussian", "min": 0.1, "max": 1.0}}},
@@ -210,3 +209,56 @@ def test_project_sweep_files():
     for name in ("sweep.yaml", "sweep_person.yaml"):  # what `wandb sweep` checks: no schema violation at all
         assert sweeps.schema_violations_from_proposed_config(yaml.safe_load(open(name))) == []
     assert yaml.safe_load(open("sweep.yaml"))["parameters"]["augment"]["value"] is True
+
+
+COURSE_YAML = """\
+# the W&B course's sweep file, as written there: YAML 1.2 numbers, project and entity set
+program: {program}
+method: random
+project: mlops-course-001
+entity: av-team
+name: 2024
+metric:
+  name: miou
+  goal: maximize
+parameters:
+  lr:
+    distribution: log_uniform_values
+    min: 1e-5
+    max: 1e-2
+  batch_size:
+    values: [4, 8]
+  arch:
+    values: ['resnet18', 'convnext_tiny', 'regnet_x_400mf']
+  epochs:
+    value: 2
+"""
+
+
+def test_yaml_12_numbers_are_numbers(tmp_path):
+    from bddseg.sweeper.config import Yaml12Loader
+    text = "a: 1e-5\nb: 3E+2\nc: .5e-3\nd: '1e-5'\ne: 1_000\nf: 1.2.3\ng: e5\nh: 2.5\ni: -1e3\n"
+    assert yaml.load(text, Loader=Yaml12Loader) == {"a": 1e-5, "b": 300.0, "c": 5e-4, "d": "1e-5", "e": 1000,
+                                                     "f": "1.2.3", "g": "e5", "h": 2.5, "i": -1000.0}
+
+
+def test_course_sweep_file_runs_with_wandbs_warnings_only(tmp_path):
+    from fake_programs.sweep_helpers import FAKE_TRAIN, trials
+    path = tmp_path / "course.yaml"
+    path.write_text(COURSE_YAML.format(program=FAKE_TRAIN))
+    r = sweep_cli([path, "--count", "1", "--param", "epochs=1"], tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "warning:" in r.stderr and "Violation 1. 2024 is not of type 'string'" in r.stderr  # as `wandb sweep`
+    sid = r.stdout.split("sweep ")[1].split()[0]
+    (t,) = trials(tmp_path / "sweeps_db" / "sweeps.journal", sid)
+    config = t.user_attrs["config"]
+    assert t.state.name == "COMPLETE" and 1e-5 <= config["lr"] <= 1e-2 and isinstance(config["lr"], float)
+    assert config["batch_size"] in (4, 8) and config["arch"] in ("resnet18", "convnext_tiny", "regnet_x_400mf")
+    assert "WANDB_PROJECT=mlops-course-001" in open(t.user_attrs["log"]).read()
+    assert load_config(path)["parameters"]["lr"]["min"] == 1e-5
+
+
+def test_unknown_top_level_key_is_wandbs_warning_not_a_refusal(capsys):
+    config = validate({**BASE, "epochs": 3}, source="s.yaml")  # `wandb sweep` warns and runs such a file
+    assert config["method"] == "random"
+    assert "Additional properties are not allowed ('epochs' was unexpected)" in capsys.readouterr().err

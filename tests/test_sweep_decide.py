@@ -162,3 +162,29 @@ def test_stop_runs_is_wandbs_hyperband_on_random_scenarios(early_terminate):
         running += sum(t["state"] == "running" for t in trials)
     assert 0.1 < stopped / running < 0.9
     assert stop_runs(sweep("random", {"x": {"min": 0.0, "max": 1.0}}), trials) == []  # no early_terminate
+
+
+CATEGORICAL_3X3 = {"a": {"values": [1, 2, 3]}, "b": {"values": ["x", "y", "z"]}}
+
+
+@pytest.mark.parametrize("method", ["random", "bayes"])
+def test_all_categorical_spaces_run_without_replacement_then_end(method):
+    config, trials = sweep(method, CATEGORICAL_3X3), []
+    while True:
+        runs = next_runs(config, trials, seed=len(trials))
+        if not runs:
+            break
+        p = runs[0]
+        trials.append(finished(len(trials), p, float(p["a"] + (p["b"] == "y"))))
+    assert len(trials) == 9 and len({repr(sorted(t["params"].items())) for t in trials}) == 9  # no repeat
+    assert "every combination" in why_done(config, trials)
+    assert len(next_runs(config, trials[:4], n=9, seed=0)) == 5  # a batch is new to the trials and to itself
+
+
+def test_grid_in_a_seeded_shuffled_order():
+    parameters = {"a": {"values": list(range(8))}, "b": {"values": ["x", "y"]}}
+    ordered = next_runs(sweep("grid", parameters), [], n=16)
+    shuffled = next_runs(sweep("grid", parameters) | {"grid_order": "shuffled", "grid_seed": 3}, [], n=16)
+    assert shuffled != ordered and sorted(map(repr, shuffled)) == sorted(map(repr, ordered))
+    assert next_runs(sweep("grid", parameters) | {"grid_order": "shuffled", "grid_seed": 3}, [], n=16) == shuffled
+    assert next_runs(sweep("grid", parameters) | {"grid_order": "shuffled", "grid_seed": 4}, [], n=16) != shuffled

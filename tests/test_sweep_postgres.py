@@ -81,3 +81,26 @@ def test_two_agents_share_a_grid_through_postgres(tmp_path, postgres_url, monkey
     assert "bddseg:***@127.0.0.1" in logs and PASSWORD not in logs  # the password is never printed
     best = best_trial("pg-grid", postgres_url)
     assert best["params"]["x"] == 0.4 and best["value"] == pytest.approx(0.42)
+
+
+@pytest.mark.parametrize("method", ["grid", "random"])
+def test_four_agents_never_exceed_run_cap_nor_repeat_a_point(tmp_path, postgres_url, monkeypatch, capsys, method):
+    monkeypatch.chdir(tmp_path)
+    values = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+    path = write_config(tmp_path / "cap.yaml", {"x": {"values": values}, "sleep": {"values": [0.05, 0.1]}},
+                        method=method, run_cap=6, name=f"pg-cap-{method}")
+    assert sweep.main(["--storage", postgres_url, "create", str(path)]) == 0
+    sid = capsys.readouterr().out.split("Created sweep with ID: ")[1].split()[0]
+    agents = [start_agent(["agent", sid, "--storage", postgres_url], tmp_path, f"cap{i}.log") for i in range(4)]
+    assert [a.wait(timeout=180) for a in agents] == [0] * 4, (tmp_path / "cap0.log").read_text()
+    ran = [t for t in trials(postgres_url, sid) if t.state.name != "WAITING" and "skipped" not in t.user_attrs]
+    points = [(t.user_attrs["config"]["x"], t.user_attrs["config"]["sleep"]) for t in ran]
+    assert len(ran) == 6 and all(t.state.name == "COMPLETE" for t in ran)  # the cap, exactly
+    assert len(set(points)) == 6  # no point twice
+    assert all("run_cap 6 reached" in (tmp_path / f"cap{i}.log").read_text() for i in range(4))
+
+
+def test_database_connections_are_checked_and_recycled(postgres_url):
+    from bddseg.sweeper import storage as st
+    engine = st.get_storage(postgres_url).engine
+    assert engine.pool._pre_ping and engine.pool._recycle == st.POOL_RECYCLE

@@ -146,7 +146,7 @@ def test_run_writes_the_run_folder(basic_run, tiny_dataset):
     d = r.runs[0]
     assert d.parent.name == "unet-tiny_split" and d.name.startswith("resnet18-img64-bs4-lr2e-03-ce-scratch-")
     assert {p.name for p in d.iterdir()} == {"model.safetensors", "meta.json", "metrics.jsonl", "config.json",
-                                             "summary.json"}
+                                             "summary.json", "train_images.json"}
     assert not [p for p in d.parent.iterdir() if p.name.startswith(".")]  # no temp folders left behind
     meta = json.loads((d / "meta.json").read_text())
     run_id = d.name.rsplit("-", 1)[1]
@@ -181,8 +181,11 @@ def test_offline_wandb_run_without_api_key(basic_run):
     assert "offline" in basic_run.err  # utils' one-line notice: no key -> offline
     run_id = basic_run.runs[0].name.rsplit("-", 1)[1]
     record = wandb_record(basic_run.tmp, run_id)
-    for key in (b"final_miou", b"person_iou", b"pretrained_loaded", b"training", basic_run.runs[0].name.encode()):
-        assert key in record, key  # summary, per-epoch metrics, config and the model artifact went to W&B
+    for key in (b"final_miou", b"person_iou", b"pretrained_loaded", b"training", b"unet-tiny_split",
+                f"run-{run_id}".encode()):
+        assert key in record, key  # summary, per-epoch metrics, config and the model artifact (its collection) went
+    summary = json.loads((basic_run.runs[0] / "summary.json").read_text())
+    assert summary["model_aliases"] == ["latest", f"run-{run_id}", "best"]  # the first run of this dataset
 
 
 def test_checkpoint_round_trip_gives_the_recorded_metrics(basic_run, tiny_dataset):
@@ -243,9 +246,9 @@ def test_sigterm_leaves_a_valid_checkpoint(tiny_dataset, tmp_path):
     time.sleep(0.5)  # land somewhere inside the next epoch (possibly during a checkpoint write)
     p.send_signal(signal.SIGTERM)
     _, err = p.communicate(timeout=120)
-    assert p.returncode == 143, err[-3000:]
+    assert p.returncode == 0, err[-3000:]  # a stopped trial is a normal end for `wandb agent`
     d = next((tmp_path / "models").glob("*/*"))
-    assert json.loads((d / "summary.json").read_text())["status"] == "interrupted"
+    assert json.loads((d / "summary.json").read_text())["status"] == "stopped"
     model, meta = load_checkpoint(d)
     assert meta["epoch"] >= 1 and len(lines(d / "metrics.jsonl")) >= 1
     assert not [q for q in d.parent.iterdir() if q.name.startswith(".")]

@@ -21,7 +21,7 @@ import optuna
 from bddseg import config as project
 from bddseg.cli import UserError
 
-from . import decide, runner, trials
+from . import decide, runner, trials, workers
 from . import storage as st
 from .command import build_command, unset_envvars
 from .space import Space
@@ -101,7 +101,7 @@ class TrialRun:
         argv = build_command(self.config.get("command"), self.config.get("program"), run_config, args_file)
         flat = {**self.space.constants(), **self.sampled, **self.pins}
         self.claim.set(config=run_config, flat=flat, pinned=self.pins, argv=argv, command=shlex.join(argv),
-                       agent=st.agent_tag(), log=str(self.dir / "output.log"))
+                       agent=st.agent_tag(), log=str(self.dir / "output.log"), **workers.placement())
         self.claim.beat()
         return argv
 
@@ -188,11 +188,12 @@ def progress(number, state, value, metric, duration, sampled, best_trial) -> str
 def take(study, config: dict, space, pins: dict):
     """(claim, params, None) for the run this agent does next, or (None, None, why) when it is done."""
     while True:
-        plain = trials.plain(study, space)
-        runs = decide.next_runs(config, plain)
-        if not runs:
-            return None, None, decide.why_done(config, plain) or "no new trials"
-        claim = trials.claim(study, space, runs[0], plain, pins, config.get("run_cap"))
+        with st.claim_lock(study._storage, study.study_name):  # agents take turns: read, decide, claim
+            plain = trials.plain(study, space)
+            runs = decide.next_runs(config, plain)
+            if not runs:
+                return None, None, decide.why_done(config, plain) or "no new trials"
+            claim = trials.claim(study, space, runs[0], plain, pins, config.get("run_cap"))
         if claim is not None:
             return claim, runs[0], None
         # another agent took that queued trial, or the last run under run_cap, first: read the trials again
@@ -224,8 +225,9 @@ def run_agent(ref, storage=None, count=None, pins=None, max_failures=MAX_FAILURE
     """Run trials of a sweep until one of the stop conditions; returns the exit code (0, 1 on failures, 130)."""
     out = out or sys.stdout
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the agent prints its own line per trial
-    say = lambda text: print(text, file=out, flush=True)  # noqa: E731
-    live = out if not verbose and hasattr(out, "isatty") and out.isatty() else None
+    label = workers.label()  # a worker of `--gpus`: its lines name its GPU, and no transient line is drawn
+    say = lambda text: print(f"[{label}] {text}" if label else text, file=out, flush=True)  # noqa: E731
+    live = out if not (verbose or label) and hasattr(out, "isatty") and out.isatty() else None
     storage = st.get_storage(storage) if storage is None or isinstance(storage, (str, Path)) else storage
     study, config = load_sweep(ref, storage)
     space = Space(config["parameters"], grid=config["method"] == "grid")

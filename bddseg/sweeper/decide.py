@@ -19,16 +19,21 @@ The two questions W&B's `sweeps` package answers (`sweeps.next_runs`, `sweeps.st
      "retry_of": None}             # optional: id of the trial (its agent died) that this queued one re-runs
 
 Queued trials come first (re-runs before the others), then each method's new points:
-- grid: W&B's grid (`Space.grid_cells` order), every point no started trial has taken;
+- grid: W&B's grid (`Space.grid_cells` order; with `grid_order: shuffled` in the stored config, that order
+  shuffled by `grid_seed`, see `grid_cells`), every point no started trial has taken;
 - random: independent draws from W&B's own distributions (`space.Param.sample`);
 - bayes: Optuna's multivariate TPE with constant liar, fitted in memory on the trials (running and queued
   trials are the "liars", so agents running at once get different points); W&B prior draws until
   BAYES_STARTUP trials have finished or stopped.
+random and bayes never repeat a point a trial already has: a repeated draw is drawn again (REDRAWS times, then
+from the points left when every parameter is categorical). Such a space that has run every combination is done.
 run_cap counts started first attempts: not queued trials, not re-runs.
 """
 import json
 import math
+import random
 import warnings
+from itertools import product
 
 import numpy as np
 import optuna
@@ -44,6 +49,8 @@ with warnings.catch_warnings():  # pydantic 2 notes the `sweeps` models' v1-styl
     from sweeps.hyperband_stopping import hyperband_stop_runs
 
 BAYES_STARTUP = 5  # prior draws before TPE takes over (Optuna's default is 10; sweeps here are short)
+REDRAWS = 50       # draws of a new point before falling back to the points left (all-categorical) or a repeat
+MAX_COMBINATIONS = 100_000  # larger categorical spaces are not enumerated (a repeat there is very unlikely)
 STARTED = ("running", "finished", "failed", "stopped")
 RUN_STATES = {"queued": RunState.pending, "running": RunState.running, "finished": RunState.finished,
               "failed": RunState.failed, "stopped": RunState.killed}
@@ -83,12 +90,45 @@ def target_hit(config: dict, trials: list):
     return None
 
 
+def grid_cells(config: dict) -> list:
+    """The grid as Optuna records in the sweep's order: W&B's, or shuffled by `grid_seed` (`grid_order: shuffled`)."""
+    cells = Space(config["parameters"], grid=True).grid_cells()
+    if config.get("grid_order") == "shuffled":
+        random.Random(config.get("grid_seed", 0)).shuffle(cells)
+    return cells
+
+
 def grid_left(config: dict, trials: list) -> list:
-    """W&B's grid points, in W&B's order, that no started trial has taken."""
+    """The grid's points, in the sweep's order, that no started trial has taken."""
     space = Space(config["parameters"], grid=True)
     taken = {key(t["params"]) for t in trials if t["state"] in STARTED}
-    cells = ({n: space[n].from_record(v) for n, v in cell.items()} for cell in space.grid_cells())
+    cells = ({n: space[n].from_record(v) for n, v in cell.items()} for cell in grid_cells(config))
     return [c for c in cells if key(c) not in taken]
+
+
+def categorical(space) -> bool:
+    """Every searched parameter is categorical: a finite space that random and bayes can run out of."""
+    searched = space.searched
+    return bool(searched) and all(isinstance(p.distribution, CategoricalDistribution) for p in searched.values())
+
+
+def combinations(space) -> list:
+    """Every point (W&B values) of an all-categorical space of at most MAX_COMBINATIONS points, else []."""
+    searched = space.searched
+    if not categorical(space) or math.prod(len(p.choices) for p in searched.values()) > MAX_COMBINATIONS:
+        return []
+    names = list(searched)
+    return [dict(zip(names, values)) for values in product(*(searched[n].choices for n in names))]
+
+
+def exhausted(config: dict, trials: list) -> bool:
+    """A random or bayes sweep over categorical values only, where every combination has a trial."""
+    if config["method"] == "grid" or len(trials) > MAX_COMBINATIONS:
+        return False
+    space = Space(config["parameters"])
+    if not categorical(space) or math.prod(len(p.choices) for p in space.searched.values()) > len(trials):
+        return False
+    return not {key(p) for p in combinations(space)} - {key(t["params"]) for t in trials}
 
 
 def why_done(config: dict, trials: list):
@@ -101,6 +141,8 @@ def why_done(config: dict, trials: list):
         return f"run_cap {run_cap} reached: no new trials"
     if config["method"] == "grid" and not queued(trials) and not grid_left(config, trials):
         return "grid finished: every combination has run or is running"
+    if not queued(trials) and exhausted(config, trials):
+        return "every combination of the categorical values has run or is running: no new trials"
     return None
 
 
@@ -122,13 +164,46 @@ def propose(config: dict, trials: list, n: int, seed=None, exclude=()) -> list:
     if method == "grid":
         return [c for c in grid_left(config, trials) if key(c) not in exclude][:n]
     space, rng = Space(config["parameters"]), np.random.default_rng(seed)
+    taken = Taken(space, trials, exclude, rng)
+    prior = lambda: {name: p.from_record(p.sample(rng)) for name, p in space.searched.items()}  # noqa: E731
     if method == "bayes" and sum(t["state"] in ("finished", "stopped") for t in trials) >= BAYES_STARTUP:
-        return tpe(config, space, trials, n, seed)
-    return [{name: p.from_record(p.sample(rng)) for name, p in space.searched.items()} for _ in range(n)]
+        return tpe(config, space, trials, n, seed, taken)
+    return taken.fresh([prior] * n)
 
 
-def tpe(config: dict, space, trials: list, n: int, seed=None) -> list:
-    """n points from Optuna's TPE (multivariate, constant liar) fitted on the trials in an in-memory study."""
+class Taken:
+    """The points trials already have (any state), and new points drawn so that none repeats one of them."""
+
+    def __init__(self, space, trials: list, exclude, rng):
+        self.space, self.rng = space, rng
+        self.keys = {key(t["params"]) for t in trials} | set(exclude)
+
+    def new(self, draw):
+        """draw() until a point no trial has (REDRAWS tries); then one of the points left, None when none is."""
+        for _ in range(REDRAWS):
+            point = draw()
+            if key(point) not in self.keys:
+                return point
+        points = combinations(self.space)
+        if not points:  # a continuous or huge space: a repeat after REDRAWS tries is as good as any point
+            return point
+        left = [p for p in points if key(p) not in self.keys]
+        return left[self.rng.integers(len(left))] if left else None
+
+    def fresh(self, draws: list) -> list:
+        """One new point per draw function, each also new to the others (fewer when the space runs out)."""
+        out = []
+        for draw in draws:
+            point = self.new(draw)
+            if point is None:
+                break
+            self.keys.add(key(point))
+            out.append(point)
+        return out
+
+
+def tpe(config: dict, space, trials: list, n: int, seed=None, taken=None) -> list:
+    """n new points from Optuna's TPE (multivariate, constant liar) fitted on the trials in an in-memory study."""
     storage = optuna.storages.InMemoryStorage()
     storage.create_new_study([StudyDirection.MAXIMIZE if maximize(config) else StudyDirection.MINIMIZE], "decide")
     with warnings.catch_warnings():
@@ -140,7 +215,8 @@ def tpe(config: dict, space, trials: list, n: int, seed=None) -> list:
             frozen = as_optuna(space, t)
             if frozen is not None:
                 study.add_trial(frozen)
-        return [suggest(study.ask(), space) for _ in range(n)]  # asked trials stay running: liars for the next
+        ask = lambda: suggest(study.ask(), space)  # noqa: E731  (asked trials stay running: liars for the next)
+        return (taken or Taken(space, trials, (), np.random.default_rng(seed))).fresh([ask] * n)
 
 
 def as_optuna(space, trial: dict):

@@ -68,7 +68,7 @@ def log_tail(path, n: int = TAIL_LINES) -> str:
         return ""
 
 
-def _die_with_parent():
+def die_with_parent():
     """In the child, before exec: own process group, and SIGTERM when the agent process dies (Linux)."""
     os.setsid()
     if sys.platform.startswith("linux"):
@@ -130,7 +130,7 @@ def run(argv, env: dict, log_path, metrics_path, on_line, beat=None, interval: f
         try:
             proc = subprocess.Popen(argv, env={**env, "SWEEP_METRICS_FILE": str(metrics_path)}, stdout=log,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    preexec_fn=_die_with_parent if os.name == "posix" else None)
+                                    preexec_fn=die_with_parent if os.name == "posix" else None)
         except OSError as e:
             return Outcome("failed", error=f"cannot start {argv[0]!r}: {e}", duration=time.monotonic() - start)
     shown = 0

@@ -9,8 +9,16 @@ Both get heartbeats: a running trial whose agent stops beating (killed, machine 
 re-queued for another agent, at most MAX_RETRY times (Optuna's RetryHeartbeatStaleTrialCallback). RDBStorage
 has that built in; the journal gets it here through Optuna's BaseHeartbeat interface, one touch-file per trial.
 A trial whose agent ran on this machine and whose process is gone is failed at once, without waiting.
+
+Database connections are checked before use and renewed every POOL_RECYCLE seconds (`pool_pre_ping`,
+`pool_recycle`), so an agent whose trial ran for hours does not find its connection dropped by the server or a
+firewall. `claim_lock` makes agents of one sweep take turns at reading the trials and claiming the next run (a
+file lock beside a journal, an advisory lock on PostgreSQL): run_cap, grid points and de-duplicated points are
+claimed atomically. Other databases go without it (trials.claim still re-checks run_cap after the fact).
 """
 import copy
+import fcntl
+import hashlib
 import importlib.util
 import os
 import socket
@@ -25,12 +33,14 @@ from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrial
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
+from sqlalchemy import text
 
 from bddseg import config
 from bddseg.cli import UserError
 
 JOURNAL_NAME = "sweeps.journal"
 MAX_RETRY = 2  # a trial whose agent died is re-run at most twice
+POOL_RECYCLE = 1800  # seconds a database connection is used before it is replaced
 
 
 def heartbeat_interval() -> int:
@@ -123,11 +133,39 @@ def get_storage(url=None):
     interval = heartbeat_interval()
     try:
         with experimental_ok():
-            return RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=interval,
+            return RDBStorage(url, engine_kwargs={"pool_pre_ping": True, "pool_recycle": POOL_RECYCLE},
+                              heartbeat_interval=interval,
                               grace_period=3 * interval, heartbeat_stale_trial_callback=retry_callback())
     except Exception as e:  # sqlalchemy / driver errors: report without the password
         raise UserError(f"cannot open sweep storage {describe(url)}: {type(e).__name__}: "
                         f"{str(e).splitlines()[0] if str(e) else ''}") from None
+
+
+def lock_key(name: str) -> int:
+    """A sweep's advisory-lock number (signed 64 bits, as PostgreSQL takes it)."""
+    return int.from_bytes(hashlib.sha256(f"bddseg-sweep:{name}".encode()).digest()[:8], "big", signed=True)
+
+
+@contextmanager
+def claim_lock(storage, sweep_id: str):
+    """Only one agent of the sweep at a time inside (journal: a lock file; PostgreSQL: an advisory lock)."""
+    if isinstance(storage, JournalHeartbeatStorage):
+        with open(storage.path.with_name(f"{storage.path.name}.claim-{sweep_id}.lock"), "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+    elif isinstance(storage, RDBStorage) and storage.engine.dialect.name == "postgresql":
+        with storage.engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": lock_key(sweep_id)})
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": lock_key(sweep_id)})
+                conn.commit()
+    else:
+        yield
 
 
 def describe(storage) -> str:

@@ -2,7 +2,8 @@
 
 `create` makes a new id every time (like `wandb sweep`); the combined form `sweep.py sweep.yaml` derives the
 id from the config itself, so running it again (or from several agents at once) resumes the same sweep.
-Grid sweeps queue every combination at creation and are marked ready afterwards; agents wait for that.
+Grid sweeps queue every combination at creation (in the sweep's grid order, decide.grid_cells) and are marked
+ready afterwards; agents wait for that. `running` says which agent, GPU and SLURM task runs what, since when.
 """
 import hashlib
 import json
@@ -22,7 +23,7 @@ from bddseg.cli import UserError
 
 from . import storage as st
 from .config import load_config
-from .space import Space
+from .decide import grid_cells
 
 ALPHABET = string.ascii_lowercase + string.digits
 READY_TIMEOUT = 120  # seconds an agent waits for a grid sweep another process is still queueing
@@ -58,8 +59,7 @@ def create_sweep(config: dict, storage, sweep_id: str = None, source: str = None
     study.set_user_attr("source", str(source) if source else None)
     study.set_user_attr("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
     if config["method"] == "grid":
-        space = Space(config["parameters"], grid=True)
-        for cell in space.grid_cells():
+        for cell in grid_cells(config):
             study.enqueue_trial(cell)
     study.set_user_attr("ready", True)
     return sid, True
@@ -160,3 +160,17 @@ def trials_frame(study) -> pd.DataFrame:
                      "run_dir": t.user_attrs.get("run_dir"), "command": t.user_attrs.get("command"),
                      **flat_config(t)})
     return pd.DataFrame(rows)
+
+
+def running(study) -> list:
+    """One dict per running trial: trial, agent (host:pid), worker, gpu, slurm, since, for, reports, last."""
+    rows = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        values = [v for _, v in sorted(t.intermediate_values.items())]
+        since = t.datetime_start.strftime("%Y-%m-%d %H:%M:%S") if t.datetime_start else "-"
+        seconds = duration(t)
+        rows.append({"trial": t.number, "agent": t.user_attrs.get("agent", "-"), "since": since,
+                     "for": f"{int(seconds // 60)}m{int(seconds % 60):02d}s" if math.isfinite(seconds) else "-",
+                     "reports": len(values), "last": values[-1] if values else None,
+                     **{k: t.user_attrs.get(k) for k in ("worker", "gpu", "slurm")}})
+    return rows

@@ -2,7 +2,8 @@
 
 miou = x + 0.01 * epoch (so a low x is a clearly bad trial). --mode crash raises after the first epoch,
 --mode nometric finishes without metric lines. With --marker_dir it writes pid-<pid> at start and
-terminated-<pid> when it receives SIGTERM (how the agent stops a pruned trial).
+terminated-<pid> when it receives SIGTERM (how the agent stops a pruned trial). It prints its W&B variables,
+CUDA_VISIBLE_DEVICES and OMP_NUM_THREADS (what a GPU or CPU worker gives it).
 """
 import argparse
 import json
@@ -21,7 +22,8 @@ p.add_argument("--marker_dir", default=None)
 p.add_argument("--run_dir", default=None)
 args, unknown = p.parse_known_args()
 print("fake_train argv:", sys.argv[1:], flush=True)
-print("fake_train env:", " ".join(f"{k}={os.environ.get(k)}" for k in ("WANDB_PROJECT", "WANDB_RUN_GROUP")), flush=True)
+ENV = ("WANDB_PROJECT", "WANDB_RUN_GROUP", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS")
+print("fake_train env:", " ".join(f"{k}={os.environ.get(k)}" for k in ENV), flush=True)
 
 marker = Path(args.marker_dir) if args.marker_dir else None
 if marker:
