@@ -1,7 +1,8 @@
 """Where and in which precision to run: device choice, CPU threads, the autocast rule (fastai callback: precision.py).
 
-The rule (train and eval share it): CUDA -> bf16 autocast when the GPU supports it, else fp16 with a GradScaler;
-CPU -> bf16 autocast when the CPU has native bf16 (AVX512-BF16/AMX), else fp32.
+The rule (train and eval share it): CUDA -> bf16 autocast when the GPU runs bf16 natively (Ampere and later), else
+fp16 with a GradScaler (T4, V100: torch would otherwise emulate bf16, slowly); CPU -> bf16 autocast when the CPU has
+native bf16 (AVX512-BF16/AMX), else fp32.
 """
 import os
 from contextlib import nullcontext
@@ -33,13 +34,18 @@ def cpu_has_bf16() -> bool:
         return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def cuda_has_bf16() -> bool:
+    """True when the current GPU runs bf16 natively (emulated bf16 on pre-Ampere GPUs does not count)."""
+    return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+
+
 def amp_dtype(device, enabled=True):
     """The autocast dtype the rule picks for `device`, or None for full fp32."""
     device = torch.device(device)
     if not enabled:
         return None
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if cuda_has_bf16() else torch.float16
     if device.type == "cpu":
         return torch.bfloat16 if cpu_has_bf16() else None
     return None

@@ -14,9 +14,13 @@ CLASS_WEIGHTS = ("none", "sqrt_inv", "inv")
 
 
 def class_frequencies(masks, n_classes=len(config.BDD_CLASSES), ignore_index=config.IGNORE) -> torch.Tensor:
-    """Pixel share of each class in a uint8 mask tensor (any shape), ignore pixels excluded."""
-    m = torch.as_tensor(masks).reshape(-1)
-    counts = torch.bincount(m[m != ignore_index].long(), minlength=n_classes)[:n_classes].double()
+    """Pixel share of each class in a mask tensor (any shape, uint8 for BDD), ignore pixels excluded.
+
+    One bincount over the masks in their own dtype (no int64 copy, no mask of kept pixels); values >= n_classes,
+    `ignore_index` among them, fall in bins that are dropped."""
+    counts = torch.bincount(torch.as_tensor(masks).reshape(-1), minlength=n_classes)[:n_classes].double().cpu()
+    if 0 <= ignore_index < n_classes:
+        counts[ignore_index] = 0
     return counts / counts.sum().clamp(min=1)
 
 

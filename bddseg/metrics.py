@@ -1,7 +1,8 @@
 """Segmentation metrics from ONE confusion matrix over a whole split: miou, <class>_iou, pixel_acc.
 
 `confusion` adds a batch to a C x C matrix (rows = target, cols = prediction; IGNORE pixels counted in a spare bin
-that is dropped, 4-6x faster on the CPU than selecting the kept pixels first) with one bincount;
+that is dropped, 4-6x faster on the CPU than selecting the kept pixels first) with one bincount (`count_values`:
+a fixed-size index_add on a GPU, where bincount syncs);
 `iou_from_confusion` turns the matrix into the metric dict (a class absent from both target and
 prediction has IoU nan and is left out of the mean). `seg_metrics()` exposes one accumulator to fastai as one
 Metric object per key, so the Recorder, the progress table and WandbCallback all see ordinary metrics.
@@ -17,11 +18,19 @@ METRIC_KEYS = ["miou", *(f"{k}_iou" for k in CLASS_KEYS), "pixel_acc"]
 
 
 def confusion(pred, target, n_classes=len(CLASS_KEYS), ignore_index=config.IGNORE):
-    """C x C int64 confusion matrix (rows target, cols prediction) of integer label maps; ignore pixels dropped."""
+    """C x C int64 confusion matrix (rows target, cols prediction) of label maps, on their device; ignore dropped."""
     pred, target = torch.as_tensor(pred).reshape(-1).long(), torch.as_tensor(target).reshape(-1).long()
     cells = n_classes * n_classes
     idx = torch.where(target != ignore_index, target * n_classes + pred, cells)  # ignore -> one spare bin, dropped
-    return torch.bincount(idx, minlength=cells + 1)[:cells].reshape(n_classes, n_classes).cpu()
+    return count_values(idx, cells + 1)[:cells].reshape(n_classes, n_classes)
+
+
+def count_values(idx, size, fixed=None) -> torch.Tensor:
+    """Histogram of int64 `idx` (values in [0, size)): bincount on the CPU; on a GPU a fixed-size index_add, since
+    bincount reads the max back to the host to size its output (a sync). `fixed` forces one or the other."""
+    if not (idx.device.type != "cpu" if fixed is None else fixed):
+        return torch.bincount(idx, minlength=size)
+    return torch.zeros(size, dtype=torch.int64, device=idx.device).index_add_(0, idx, torch.ones_like(idx))
 
 
 def iou_per_class(cm) -> np.ndarray:
@@ -45,7 +54,10 @@ def iou_from_confusion(cm, keys=CLASS_KEYS, prefix="") -> dict:
 
 
 class ConfusionAccumulator:
-    """Running confusion matrix over a split; `update(logits, target)` per batch, `results()` at the end."""
+    """Running confusion matrix over a split; `update(logits, target)` per batch, `results()` at the end.
+
+    The matrix lives on the batches' device (no host sync per batch on a GPU); `results()` reads it once.
+    """
 
     def __init__(self, n_classes=len(CLASS_KEYS), ignore_index=config.IGNORE):
         self.n_classes, self.ignore_index = n_classes, ignore_index
@@ -57,13 +69,15 @@ class ConfusionAccumulator:
 
     def update(self, logits, target):
         """Add a batch: logits N x C x H x W (argmax taken here) and target N x H x W."""
+        if self.cm.device != logits.device:
+            self.cm = self.cm.to(logits.device)
         self.cm += confusion(logits.argmax(1), target, self.n_classes, self.ignore_index)
         self._results = None
 
     def results(self) -> dict:
         """The metric dict of everything accumulated since the last reset (computed once, then cached)."""
         if self._results is None:
-            self._results = iou_from_confusion(self.cm.numpy())
+            self._results = iou_from_confusion(self.cm.cpu().numpy())
         return self._results
 
 

@@ -147,3 +147,17 @@ def test_get_dls_crops_and_oversamples(tiny_dataset):
     assert x.shape == (3, 3, 16, 28) and y.shape == (3, 16, 28)
     assert dls.train.weights is not None and set(dls.train.weights.tolist()) <= {1.0, 4.0}
     assert dls.valid.one_batch()[0].shape[-2:] == SIZE  # validation sees whole frames
+
+
+def test_focus_points_pick_uniformly_among_rare_pixels():
+    y = torch.zeros(2, 3, 4, dtype=torch.uint8)
+    y[0, 0, 1] = y[0, 2, 3] = 2  # two light pixels in image 0, none in image 1
+    g = torch.Generator().manual_seed(0)
+    picks = [tuple(round(v, 4) for v in focus_points(y, generator=g)[0].tolist()) for _ in range(200)]
+    a = (round((1 + 0.5) / 4 * 2 - 1, 4), round((0 + 0.5) / 3 * 2 - 1, 4))  # column 1, row 0
+    b = (round((3 + 0.5) / 4 * 2 - 1, 4), round((2 + 0.5) / 3 * 2 - 1, 4))  # column 3, row 2
+    assert set(picks) == {a, b} and min(picks.count(a), picks.count(b)) > 60  # only rare pixels, about half each
+    assert focus_points(y, generator=g)[1].isnan().all()
+    again = [focus_points(y, generator=torch.Generator().manual_seed(5)) for _ in range(2)]
+    torch.testing.assert_close(again[0], again[1], equal_nan=True)  # the generator decides
+

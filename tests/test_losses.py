@@ -97,3 +97,11 @@ def test_loss_from_config():
     assert isinstance(loss, FocalLoss) and len(w) == C
     with pytest.raises(ValueError):
         get_loss("hinge")
+
+
+def test_class_frequencies_any_integer_dtype_and_ignore_index():
+    masks = torch.tensor([[0, 0, 1, 3, 255, 9]], dtype=torch.uint8)  # 9: outside the 7 classes, not counted
+    expected = [2 / 4, 1 / 4, 0, 1 / 4, 0, 0, 0]
+    np.testing.assert_allclose(class_frequencies(masks).numpy(), expected)
+    np.testing.assert_allclose(class_frequencies(masks.long()).numpy(), expected)
+    np.testing.assert_allclose(class_frequencies(masks, ignore_index=0).numpy(), [0, 1 / 2, 0, 1 / 2, 0, 0, 0])

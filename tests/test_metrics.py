@@ -94,3 +94,22 @@ def test_reset_starts_a_new_pass():
     assert acc.cm.sum() == 0
     acc.update(torch.nn.functional.one_hot(pred, C).permute(0, 3, 1, 2).float(), target)
     assert acc.results()["miou"] == first
+
+
+def test_fixed_size_count_for_gpus_equals_bincount():
+    """The GPU path of the confusion count (index_add into a fixed size: bincount syncs there) gives bincount's."""
+    from bddseg.metrics import count_values
+    idx = torch.randint(0, 50, (10_000,), generator=torch.Generator().manual_seed(0))
+    idx[:7] = 63  # the spare (ignore) bin, last of 64
+    ref = torch.bincount(idx, minlength=64)
+    assert torch.equal(count_values(idx, 64, fixed=True), ref) and torch.equal(count_values(idx, 64), ref)
+    assert count_values(idx, 64, fixed=True).dtype == torch.int64
+
+
+def test_accumulator_matrix_stays_on_the_batches_device():
+    pred, target = random_masks(7)
+    logits = torch.nn.functional.one_hot(pred, C).permute(0, 3, 1, 2).float()
+    acc = ConfusionAccumulator()
+    acc.update(logits, target)
+    assert acc.cm.device == logits.device and isinstance(acc.cm, torch.Tensor)  # summed there, read in results()
+    assert acc.results() == iou_from_confusion(confusion(pred, target).numpy())
