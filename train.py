@@ -5,7 +5,8 @@
     python train.py --recipe person --data artifacts/camvid     # a named configuration (params.RECIPES)
 
 Outputs go to <output>/unet-<dataset>/<run-name>-<run-id>/: model.safetensors + meta.json (best epoch by miou),
-metrics.jsonl (one line per epoch, also appended to $SWEEP_METRICS_FILE when set), config.json, summary.json.
+metrics.jsonl (one line per epoch, also appended to $SWEEP_METRICS_FILE when set), config.json, summary.json,
+train_images.json (content hashes of the training images, for eval's overlap check).
 The run's life (W&B init, run folder, summary, model artifact, exit code) is `bddseg.training_run.TrainingRun`.
 """
 import argparse
@@ -28,14 +29,15 @@ from safetensors.torch import load_file
 from bddseg import config as cfg
 from bddseg import device as dev
 from bddseg.checkpoint import WEIGHTS
+from bddseg.eda import classes_in_split
 from bddseg.cli import run_cli, str2bool
 from bddseg.loaders import get_dls
 from bddseg.losses import CLASS_WEIGHTS, LOSSES, class_frequencies, loss_from_config
 from bddseg.metrics import seg_metrics
 from bddseg.models import build_model, param_groups
 from bddseg.precision import AutocastMixedPrecision, StopOnNonFinite
-from bddseg.record import BestCheckpoint, MetricsLog, WandbMetrics
 from bddseg.lineage import manifest_sha256
+from bddseg.record import BestCheckpoint, MetricsLog, WandbMetrics
 from bddseg.resolve import dataset_name, resolve_dataset
 from bddseg.schedule import TimeBudget, UnfreezeAt
 from bddseg.tables import prediction_table
@@ -57,7 +59,8 @@ def parse_args(argv=None):
     p.add_argument("--augment", type=str2bool, default=True, help="random flip, zoom/crop, brightness, contrast")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of the one-cycle schedule")
-    p.add_argument("--pretrained", type=str2bool, default=True, help="use cached ImageNet weights when present")
+    p.add_argument("--pretrained", type=str2bool, default=True,
+                   help="ImageNet weights: cached, else downloaded when the network answers (else random init)")
     p.add_argument("--mixed_precision", type=str2bool, default=True, help="bf16/fp16 autocast where supported")
     p.add_argument("--arch", default="resnet18", help="encoder: torchvision name or timm/<name>")
     p.add_argument("--seed", type=int, default=42)
@@ -118,8 +121,10 @@ def get_data(config, data_path, device):
 
 def get_learner(config, dls, device):
     """(Learner, model info, loss weights): U-Net, loss, one-accumulator metrics, autocast and NaN guard."""
-    freqs = class_frequencies(dls.train.masks)
-    absent = [c for c in cfg.BDD_CLASSES if freqs[c] == 0]  # never predict what training never shows
+    present = classes_in_split(dls.path, "train")  # at the masks' own resolution (eda.csv), not shrunk to img_size
+    if present is None:  # a folder without eda.csv: the training masks as loaded
+        present = {c for c, f in enumerate(class_frequencies(dls.train.masks)) if f > 0}
+    absent = [c for c in cfg.BDD_CLASSES if c not in present]  # never predict what training never shows
     if absent:
         print(f"note: no {', '.join(cfg.BDD_CLASSES[c] for c in absent)} pixels in the training masks: "
               f"never predicted", file=sys.stderr)

@@ -1,9 +1,11 @@
 """Label statistics of an imported dataset: per image, which classes are present and their pixel shares (eda.csv),
 computed on the masks at their own resolution; and the per-class summary the data step prints."""
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
-from bddseg import config
+from bddseg import config, layout
 
 def get_eda(done) -> pd.DataFrame:
     """Per image: File_Name, video, <class>_present (0/1) and <class>_share (pixel share, ignore included)."""
@@ -22,3 +24,13 @@ def summarize(eda) -> pd.DataFrame:
     return pd.DataFrame({"pixel_share": [eda[f"{k}_share"].mean() for k in config.CLASS_KEYS],
                          "images_with": [eda[f"{k}_present"].mean() for k in config.CLASS_KEYS]},
                         index=list(config.BDD_CLASSES.values()))
+
+
+def classes_in_split(root, stage="train"):
+    """Class ids with a pixel in some mask of `stage`, at the masks' own resolution (eda.csv + data_split.csv of a
+    processed folder); None when the folder has no eda.csv. A class the training resize erases still counts."""
+    path = Path(root) / layout.EDA_CSV
+    if not path.is_file():
+        return None
+    eda = pd.read_csv(path).merge(layout.read_split(root, stage)[["File_Name"]], on="File_Name")
+    return {c for c, key in enumerate(config.CLASS_KEYS) if eda[f"{key}_present"].any()}

@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -252,3 +254,32 @@ def test_sigterm_leaves_a_valid_checkpoint(tiny_dataset, tmp_path):
     model, meta = load_checkpoint(d)
     assert meta["epoch"] >= 1 and len(lines(d / "metrics.jsonl")) >= 1
     assert not [q for q in d.parent.iterdir() if q.name.startswith(".")]
+
+
+def test_absent_classes_come_from_full_resolution_label_statistics(tmp_path):
+    """A bicycle of one pixel per training mask vanishes when masks shrink to img_size; eda.csv (full resolution)
+    still says bicycles were there, so the class stays predictable."""
+    from conftest import make_tiny_dataset
+    from PIL import Image
+
+    from bddseg import layout
+    from bddseg.losses import class_frequencies
+    data = make_tiny_dataset(tmp_path / "d")
+    rows = []
+    for f in pd.read_csv(data / layout.SPLIT_CSV).File_Name:
+        mask = np.asarray(Image.open(layout.label_path(data, f))).copy()
+        mask[mask == 6] = 0
+        mask[5, 7] = 6  # one bicycle pixel
+        Image.fromarray(mask).save(layout.label_path(data, f))
+        rows.append({"File_Name": f, **{f"{k}_present": int((mask == c).any())
+                                        for c, k in enumerate(config.CLASS_KEYS)}})
+    pd.DataFrame(rows).to_csv(data / layout.EDA_CSV, index=False)
+    layout.write_manifest(data, name=data.name, type="split_data", source="tests")
+    args = train.parse_args(["--pretrained=False", "--img_size=8", "--batch_size=2", "--augment=False"])
+    dls = train.get_data(args, data, "cpu")
+    assert class_frequencies(dls.train.masks)[6] == 0  # the resize erased every bicycle pixel
+    _, info, _ = train.get_learner(args, dls, "cpu")
+    assert 6 not in info["absent_classes"]
+    (data / layout.EDA_CSV).unlink()  # without label statistics: what the loaded masks show
+    _, info, _ = train.get_learner(args, dls, "cpu")
+    assert 6 in info["absent_classes"]
