@@ -16,7 +16,7 @@ Several GPUs, several machines:
     sbatch --array=0-7 slurm/agent.sbatch ID           # SLURM: one agent per array task (see that file)
 With --gpus, --count is per worker (as each `wandb agent` counts its own runs).
 
-Extensions to W&B's sweep config, as options (W&B's schema refuses unknown keys, so they are not config keys):
+Extensions to W&B's sweep config, as options (not config keys: W&B's schema flags unknown keys):
     python sweep.py create grid.yaml --grid-order shuffled   # grid points in a seeded shuffled order
 The seed comes from the config itself, so every agent (and a resumed combined form) sees the same order.
 random and bayes never run one point twice (a repeat is drawn again; an all-categorical space ends when every

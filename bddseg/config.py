@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]  # the repository (the package is ins
 # W&B: the project (and entity) of the data artifacts, where data/prepare.py logs them and train/eval look them up.
 # Its own setting, never $WANDB_PROJECT: `wandb agent` sets that to the sweep's project, where training runs go.
 WANDB_PROJECT = DATA_PROJECT = os.environ.get("BDDSEG_DATA_PROJECT", "bddseg")
-DATA_ENTITY = os.environ.get("BDDSEG_DATA_ENTITY") or None  # None: the W&B default entity of the API key
+DATA_ENTITY = os.environ.get("BDDSEG_DATA_ENTITY") or None  # None: the API key's default entity (resolve.py)
 ENTITY = os.environ.get("WANDB_ENTITY") or None  # where runs go (wandb's own variable; a sweep sets its own)
 
 # Artifacts (course names)

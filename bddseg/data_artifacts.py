@@ -3,9 +3,15 @@ folder as a `split_data` artifact with the split table (lineage raw -> split onl
 project (config.DATA_PROJECT / DATA_ENTITY), where train.py and eval.py look them up."""
 from bddseg import config
 from bddseg.eda import summarize
-from bddseg.wb import init_wandb, is_online, where_logged
+from bddseg.resolve import data_entity
+from bddseg.wb import init_wandb, is_online, wandb_mode, where_logged
 
 TABLE_MAX_ROWS = 1000  # W&B EDA table: first N images (thumbnails), so the step stays fast on big imports
+
+
+def data_entity_if_online():
+    """The entity the data artifacts go to (and train/eval look them up in): resolve.data_entity(); None offline."""
+    return data_entity() if wandb_mode() == "online" else config.DATA_ENTITY
 
 
 def eda_table(eda, done):
@@ -26,7 +32,7 @@ def eda_table(eda, done):
 def log_raw(raw, eda, done, info, name):
     """Log the raw folder as a `raw_data` artifact (+ EDA table) from an `upload` run; returns (run dir, artifact)."""
     import wandb
-    run = init_wandb(project=config.DATA_PROJECT, entity=config.DATA_ENTITY, job_type="upload",
+    run = init_wandb(project=config.DATA_PROJECT, entity=data_entity_if_online(), job_type="upload",
                      config={**info, "name": name})
     art = wandb.Artifact(name, type="raw_data", metadata={**info, "n_images": len(eda)})
     art.add_dir(str(raw))
@@ -44,7 +50,7 @@ def log_raw(raw, eda, done, info, name):
 def log_split(proc, split_df, raw_art, meta, name):
     """Log the processed folder as a `split_data` artifact (+ split table) from a `data_split` run."""
     import wandb
-    run = init_wandb(project=config.DATA_PROJECT, entity=config.DATA_ENTITY, job_type="data_split", config=meta)
+    run = init_wandb(project=config.DATA_PROJECT, entity=data_entity_if_online(), job_type="data_split", config=meta)
     if is_online(run) and raw_art is not None:
         run.use_artifact(raw_art)  # lineage raw -> split (use_artifact does not work offline)
     art = wandb.Artifact(name, type="split_data", metadata=meta)

@@ -11,7 +11,7 @@ draws images with replacement by weight (`rare_weights`: images with a rare clas
 
 Memory: each split is ONE preallocated uint8 tensor filled in place (`frame_bytes` per frame, images + masks);
 `check_memory` refuses a dataset that would not fit in RAM before decoding anything. On CUDA both splits stay on
-the GPU when they fit (`placement`), else in pinned CPU memory; batches, augmentation and focus crops run on the
+the GPU when they fit (`data_placement`), else in pinned CPU memory; batches, augmentation and focus crops run on the
 data's device without a host sync per step.
 """
 import math
@@ -259,7 +259,7 @@ class TensorLoader:
         return next(iter(self))
 
 
-def placement(nbytes, device) -> str:
+def data_placement(nbytes, device) -> str:
     """Where decoded splits of `nbytes` live: 'cuda' when they fit in GPU_DATA_SHARE of the GPU's free memory,
     'pinned' (CPU memory the GPU copies from asynchronously) when they do not, 'cpu' for any other device."""
     device = torch.device(device)
@@ -270,15 +270,17 @@ def placement(nbytes, device) -> str:
 
 
 def place(tensors, device) -> list:
-    """`tensors` where `placement` puts them; a one-line note when they stay in pinned CPU memory."""
+    """`tensors` where `data_placement` puts them; a one-line note when they stay in pinned CPU memory."""
     nbytes = sum(t.nbytes for t in tensors)
-    where = placement(nbytes, device)
+    where = data_placement(nbytes, device)
     if where == "cuda":
         return [t.to(device) for t in tensors]
     if where == "pinned":
+        pin = nbytes <= available_memory() * DATA_MEMORY_SHARE  # pinning copies: a second copy has to fit first
         print(f"note: the decoded data ({nbytes / 2**30:.2f} GiB) is over {GPU_DATA_SHARE:.0%} of the GPU's free "
-              f"memory: kept in pinned CPU memory, copied per batch", file=sys.stderr)
-        return [t.pin_memory() for t in tensors]
+              f"memory: kept in {'pinned' if pin else 'ordinary (too large to pin a copy)'} CPU memory, copied per "
+              f"batch", file=sys.stderr)
+        return [t.pin_memory() if pin else t for t in tensors]
     return list(tensors)
 
 
@@ -288,7 +290,7 @@ def get_dls(root, size, bs, augment=True, device="cpu", threads=0, seed=42, out_
 
     out_size: train on random crops of that (h, w) from frames stored at `size`; focus: share of those crops centred
     on a rare-class pixel; oversample: images with a rare class are drawn that many times as often (1 = shuffle).
-    On CUDA the uint8 splits are kept on the GPU when they fit (see `placement`).
+    On CUDA the uint8 splits are kept on the GPU when they fit (see `data_placement`).
     """
     check_dataset(root)
     check_memory(sum(len(layout.read_split(root, s)) for s in ("train", "valid")), size)

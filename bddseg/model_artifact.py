@@ -1,12 +1,14 @@
 """Every run's checkpoint in one W&B model collection per dataset, `unet-<dataset>`, so that `:best` ranks runs.
 
 Aliases: `latest` and `run-<run id>` always; `best` only when the run beats the collection's current best validation
-miou, read online through W&B's API (the artifact `<entity>/<project>/unet-<dataset>:best`) and offline from the local
-run records (config.MODELS_DIR). `--registry NAME` also links the version into the W&B Registry collection
-`wandb-registry-model/NAME` (online only). `python eval.py --artifact ENTITY/PROJECT/unet-<dataset>:best`.
+miou, read online through W&B's API (the artifact `<entity>/<project>/unet-<dataset>:best`: runs of one project are
+ranked together) and offline from the local run records beside the run's folder (`<output>/unet-<dataset>/`).
+`--registry NAME` also links the version into the W&B Registry collection `wandb-registry-model/NAME` (online only).
+Evaluate the best: `python eval.py --artifact ENTITY/PROJECT/unet-<dataset>:best`.
 """
 import math
 import sys
+from pathlib import Path
 
 from bddseg import lookup
 from bddseg.wb import is_online
@@ -22,19 +24,28 @@ def collection(dataset: str) -> str:
 
 
 def online_best(run, name: str):
-    """Validation miou of the collection's `best` version through W&B's API; None when it has none yet."""
+    """Validation miou of the collection's `best` version through W&B's API; None when it has none yet; +inf (no
+    `best` for this run, said in one line) when W&B cannot tell (network, permissions)."""
     import wandb
+    ref = f"{run.entity}/{run.project}/{name}:best"
     try:
-        art = wandb.Api().artifact(f"{run.entity}/{run.project}/{name}:best", type="model")
-    except Exception:  # no such collection or alias yet (wandb raises CommError/ValueError)
-        return None
+        art = wandb.Api().artifact(ref, type="model")
+    except Exception as e:
+        if "not found" in str(e).lower() or "does not exist" in str(e).lower():
+            return None  # no such collection or alias yet: this run is the first
+        print(f"warning: could not read {ref} ({type(e).__name__}: {e}); the `best` alias stays where it is",
+              file=sys.stderr)
+        return math.inf
     return lookup.run_metric(art.metadata or {})
 
 
 def offline_best(dataset: str, run_dir):
-    """Best validation miou among the other local runs of this dataset; None when there is none."""
-    runs = lookup.list_runs()
-    others = runs[(runs.dataset == dataset) & (runs.path != str(run_dir))]["miou"].dropna()
+    """Best validation miou among the other local runs of this dataset (beside run_dir: <output>/unet-<dataset>/);
+    None when there is none."""
+    run_dir = Path(run_dir).resolve()
+    runs = lookup.list_runs(run_dir.parent.parent)
+    others = runs[(runs.dataset == dataset) & (runs.path.map(lambda p: Path(p).resolve()) != run_dir)]["miou"]
+    others = others.dropna()
     return float(others.max()) if len(others) else None
 
 

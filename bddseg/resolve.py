@@ -1,8 +1,8 @@
 """Which dataset folder a `--data` value means, the only place it is decided: a folder, a W&B artifact, a local copy.
 
 `resolve_dataset("bdd_simple_1k_split", run)`: an existing folder wins; online, `run.use_artifact` downloads the
-artifact from the data's own project (config.DATA_PROJECT / DATA_ENTITY, or `entity/project/name:alias` as given;
-never the sweep's project) and records the lineage; offline, or when that fails (said on stderr), the local artifact
+artifact from the data's own entity and project (`data_entity()` / config.DATA_PROJECT, or `entity/project/name:alias`
+as given; never the sweep's) and records the lineage; offline, or when that fails (said on stderr), the local artifact
 folder under config.ARTIFACTS_DIR. The result names the exact artifact version used, when there was one.
 """
 import sys
@@ -24,12 +24,26 @@ def dataset_name(data) -> str:
     return str(data).rstrip("/").split("/")[-1].split(":")[0]
 
 
+def data_entity():
+    """The data artifacts' entity: BDDSEG_DATA_ENTITY, else the API key's default entity (online only), never the
+    entity of the run at hand (under `wandb agent` that is the sweep's)."""
+    if config.DATA_ENTITY:
+        return config.DATA_ENTITY
+    import wandb
+    return wandb.Api().default_entity
+
+
 def artifact_ref(name_or_ref: str) -> str:
-    """Full artifact reference: `name` -> '[DATA_ENTITY/]DATA_PROJECT/name:latest'; given parts are kept."""
+    """Full artifact reference: `name` -> 'data_entity()/DATA_PROJECT/name:latest'; given parts are kept."""
     ref = name_or_ref
     if "/" not in ref:
-        ref = "/".join(p for p in (config.DATA_ENTITY, config.DATA_PROJECT, ref) if p)
+        ref = f"{data_entity()}/{config.DATA_PROJECT}/{ref}"
     return ref if ":" in ref.split("/")[-1] else f"{ref}:latest"
+
+
+def version_ref(art) -> str:
+    """'entity/project/name:vN' of a used artifact (its `name` keeps the alias it was asked by, e.g. ':latest')."""
+    return f"{art.entity}/{art.project}/{art.name.split(':')[0]}:{art.version}"
 
 
 def resolve_dataset(name_or_path=None, run=None) -> Dataset:
@@ -42,9 +56,12 @@ def resolve_dataset(name_or_path=None, run=None) -> Dataset:
         ref = artifact_ref(name_or_path)
         try:
             art = run.use_artifact(ref, type="split_data")
-            return Dataset(Path(art.download()).resolve(), f"{art.entity}/{art.project}/{art.name}")
+            return Dataset(Path(art.download()).resolve(), version_ref(art))
         except Exception as e:  # fall back to the local folder, but say so
-            print(f"W&B: could not use artifact {ref!r} ({e}); trying the local copy", file=sys.stderr)
+            print(f"W&B: could not use artifact {name_or_path!r} ({e}); trying the local copy", file=sys.stderr)
+    elif ":" in name_or_path:
+        print(f"note: {name_or_path!r}: W&B is offline, so the version cannot be checked; using the local copy",
+              file=sys.stderr)
     local = config.ARTIFACTS_DIR / dataset_name(name_or_path)
     if local.is_dir():
         return Dataset(local.resolve())

@@ -61,7 +61,11 @@ class TrainingRun:
 
     def __enter__(self):
         signal.signal(signal.SIGTERM, _sigterm)
-        return self.start()
+        try:
+            return self.start()
+        except KeyboardInterrupt as e:  # stopped while wandb.init ran: no run to record, an ordinary stop all the same
+            print("train stopped before the run started", file=sys.stderr)
+            sys.exit(0 if str(e) == "SIGTERM" else 130)
 
     def set_up(self, derived: dict, info: dict) -> Path:
         """Record what the run worked out (into the config and config.json), and which images it trains on
@@ -90,6 +94,7 @@ class TrainingRun:
         self.status, self.exit_code = "finished", 0
 
     def __exit__(self, exc_type, exc, tb):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a stop that arrives while the run is recorded waits for it
         if exc_type is KeyboardInterrupt:
             self.status, self.exit_code = ("stopped", 0) if str(exc) == "SIGTERM" else ("interrupted", 130)
         elif exc_type is NonFiniteLoss:
@@ -109,8 +114,7 @@ class TrainingRun:
         if self.dir is not None and self.dir.exists():
             write_json(self.dir / "summary.json", self.summary)
             if self.status == "finished":  # the artifact holds summary.json as above; the aliases are added after
-                self.summary["model_aliases"] = log_model(self.wandb, self.dir, self.meta,
-                                                          getattr(self.args, "registry", None))
+                self.summary["model_aliases"] = self.log_model()
                 write_json(self.dir / "summary.json", self.summary)
         line = self.one_line()
         print(line, file=sys.stderr)
@@ -119,6 +123,15 @@ class TrainingRun:
             wandb.alert(title=f"train {self.status}: {self.wandb.name}", text=line,
                         level=wandb.AlertLevel.INFO if self.status == "finished" else wandb.AlertLevel.WARN)
         self.wandb.finish(exit_code=self.exit_code)
+
+    def log_model(self):
+        """The model artifact (model_artifact.log_model); a W&B failure is one warning line, not a failed run."""
+        try:
+            return log_model(self.wandb, self.dir, self.meta, getattr(self.args, "registry", None))
+        except Exception as e:
+            print(f"warning: the model artifact was not logged ({type(e).__name__}: {e}); the checkpoint is in "
+                  f"{self.dir}", file=sys.stderr)
+            return None
 
     def one_line(self) -> str:
         """'train finished: <name> (<id>) best miou 0.41 @ epoch 7, 312 s -> <dir>; W&B offline: ...'."""

@@ -4,8 +4,8 @@
   public host, or from `$BDDSEG_WEIGHTS_URL/<file>` when that is set (a flat folder of the files torch hub caches,
   e.g. http://host/models/resnet18-f37072fd.pth, for air-gapped clusters).
 - timm: the Hugging Face cache; a missing model is downloaded from the hub (`HF_ENDPOINT` when set, e.g. a mirror).
-- "the network answers": one TCP connection to the host within PROBE_SECONDS, DNS included; the answer is kept
-  for the process. `BDDSEG_OFFLINE=1` (the test suite sets it) or `HF_HUB_OFFLINE=1` (for the hub) means never try.
+- "the network answers": one TCP connection to the host (or to the proxy that $https_proxy / $http_proxy name)
+  within PROBE_SECONDS, DNS included; the answer is kept for the process. `BDDSEG_OFFLINE=1` (the test suite sets it) or `HF_HUB_OFFLINE=1` (for the hub) means never try.
 Whatever happens is said in one line on stderr: the cached file, the download, or why training starts from random
 init. `--pretrained False` never gets here, so it never touches the network.
 """
@@ -15,6 +15,7 @@ import re
 import socket
 import sys
 import threading
+import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -50,8 +51,14 @@ def offline_reason(url, env=OFFLINE_ENV):
     if os.environ.get(env) == "1" or os.environ.get(OFFLINE_ENV) == "1":
         return f"{env if os.environ.get(env) == '1' else OFFLINE_ENV}=1"
     u = urlparse(url)
-    port = u.port or (443 if u.scheme == "https" else 80)
-    return None if answers(u.hostname, port) else f"{u.hostname}:{port} does not answer within {PROBE_SECONDS:g} s"
+    if not u.hostname:
+        return f"{url!r} names no host (expected e.g. http://host/models)"
+    proxy = None if urllib.request.proxy_bypass(u.hostname) else urllib.request.getproxies().get(u.scheme)
+    probe = urlparse(proxy if "://" in str(proxy) else f"http://{proxy}") if proxy else u  # the proxy answers
+    port = probe.port or (443 if probe.scheme == "https" else 80)
+    if answers(probe.hostname, port):
+        return None
+    return f"{probe.hostname}:{port}{' (the proxy)' if proxy else ''} does not answer within {PROBE_SECONDS:g} s"
 
 
 def hub_file(url) -> Path:

@@ -9,7 +9,7 @@ import torch
 
 from bddseg import config, loaders
 from bddseg.cli import UserError
-from bddseg.loaders import check_memory, frame_bytes, get_dls, placement
+from bddseg.loaders import check_memory, data_placement, frame_bytes, get_dls
 from conftest import make_tiny_dataset
 
 BIG = (360, 640)  # tiny files decoded up to this size: 0.92 MB per frame, so the data dominates the process's noise
@@ -78,6 +78,6 @@ def test_cuda_keeps_the_splits_on_the_gpu_when_they_fit(monkeypatch, free, expec
         return free, 80 * 2**30
 
     monkeypatch.setattr(torch.cuda, "mem_get_info", mem_get_info)
-    assert placement(2**30, "cuda") == expected  # 1 GiB of data: fits when at most half the free memory
+    assert data_placement(2**30, "cuda") == expected  # 1 GiB of data: fits when at most half the free memory
     assert asked == [torch.device("cuda")]
-    assert placement(2**30, "cpu") == "cpu" and len(asked) == 1  # no GPU query for a CPU run
+    assert data_placement(2**30, "cpu") == "cpu" and len(asked) == 1  # no GPU query for a CPU run

@@ -32,9 +32,10 @@ RESNET18 = "resnet18-f37072fd.pth"  # the file name torchvision's resnet18 weigh
 
 # ------------------------------------------------------------------ data artifacts: their own project
 class StubArtifact:
+    """What wandb's use_artifact returns: `name` keeps the alias it was asked by; `version` is the real one."""
     def __init__(self, folder, ref):
-        self.folder, (self.entity, self.project) = folder, ("me", ref.split("/")[-2])
-        self.name = ref.split("/")[-1].replace(":latest", ":v3")
+        self.folder, (self.entity, self.project, self.name) = folder, ref.split("/")
+        self.version = "v3"
 
     def download(self):
         return str(self.folder)
@@ -59,11 +60,13 @@ class StubRun:
 
 
 def test_data_artifact_is_looked_up_in_the_data_project_not_the_sweeps(tiny_dataset, monkeypatch):
-    monkeypatch.setenv("WANDB_PROJECT", "sweep-proj")  # what `wandb agent` sets for its trials
+    import wandb
+    monkeypatch.setattr(wandb, "Api", lambda: SimpleNamespace(default_entity="me"))  # the API key's own entity
+    monkeypatch.setenv("WANDB_PROJECT", "sweep-proj")  # what `wandb agent` sets for its trials (run: team/sweep-proj)
     run = StubRun(tiny_dataset)
     data = resolve.resolve_dataset("bdd_simple_1k_split", run)
-    assert run.calls == [("use_artifact", "bddseg/bdd_simple_1k_split:latest", "split_data")]
-    assert data.path == tiny_dataset and data.artifact == "me/bddseg/bdd_simple_1k_split:v3"
+    assert run.calls == [("use_artifact", "me/bddseg/bdd_simple_1k_split:latest", "split_data")]
+    assert data.path == tiny_dataset and data.artifact == "me/bddseg/bdd_simple_1k_split:v3"  # the version, not alias
     monkeypatch.setattr(config, "DATA_ENTITY", "team")
     resolve.resolve_dataset("bdd_simple_1k_split:v2", run)
     resolve.resolve_dataset("other/proj/mydata:best", run)
@@ -310,7 +313,32 @@ def test_offline_best_comes_from_local_run_records(tmp_path):
     base = {"arch": "resnet18", "n_classes": 7, "dataset": "tiny_split"}
     for i, miou in enumerate([0.3, 0.55]):
         save_checkpoint(config.MODELS_DIR / "unet-tiny_split" / f"r{i}", model, {**base, "metrics": {"miou": miou}})
-    save_checkpoint(config.MODELS_DIR / "unet-other" / "x", model, {**base, "dataset": "other", "metrics": {"miou": .9}})
+    other = {**base, "dataset": "other", "metrics": {"miou": 0.9}}
+    save_checkpoint(config.MODELS_DIR / "unet-other" / "x", model, other)
     assert model_artifact.offline_best("tiny_split", config.MODELS_DIR / "unet-tiny_split" / "r9") == 0.55
     assert model_artifact.offline_best("tiny_split", config.MODELS_DIR / "unet-tiny_split" / "r1") == 0.3
-    assert model_artifact.offline_best("nothing", tmp_path) is None
+    assert model_artifact.offline_best("nothing", tmp_path / "unet-nothing" / "x") is None
+    elsewhere = tmp_path / "elsewhere" / "unet-tiny_split" / "r0"  # another --output: its own records
+    assert model_artifact.offline_best("tiny_split", elsewhere) is None
+
+
+def test_online_best_without_a_readable_collection(monkeypatch, capsys):
+    import wandb
+
+    def api(error):
+        def artifact(name, type=None):
+            raise error
+        return lambda: SimpleNamespace(artifact=artifact)
+
+    monkeypatch.setattr(wandb, "Api", api(ValueError("artifact 'unet-x:best' not found in 'me/p'")))
+    assert model_artifact.online_best(StubRun(), "unet-x") is None  # none yet: this run becomes `best`
+    monkeypatch.setattr(wandb, "Api", api(ConnectionError("timed out")))
+    assert model_artifact.online_best(StubRun(), "unet-x") == float("inf")  # cannot tell: `best` stays put
+    assert "warning: could not read me/sweep-proj/unet-x:best" in capsys.readouterr().err
+
+
+def test_probe_goes_through_the_proxy_and_refuses_a_url_without_host(mirror, monkeypatch):
+    monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{mirror.port}")  # a proxy on loopback that answers
+    monkeypatch.setenv("no_proxy", "")
+    assert weights.offline_reason("https://download.invalid/models/x.pth") is None  # the proxy was probed, not DNS
+    assert "names no host" in weights.offline_reason("models/x.pth")

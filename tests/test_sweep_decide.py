@@ -188,3 +188,16 @@ def test_grid_in_a_seeded_shuffled_order():
     assert shuffled != ordered and sorted(map(repr, shuffled)) == sorted(map(repr, ordered))
     assert next_runs(sweep("grid", parameters) | {"grid_order": "shuffled", "grid_seed": 3}, [], n=16) == shuffled
     assert next_runs(sweep("grid", parameters) | {"grid_order": "shuffled", "grid_seed": 4}, [], n=16) != shuffled
+
+
+def test_pinned_parameters_keep_points_unique_and_the_space_finite():
+    """An agent pinning `b` (--param b=0) records trials without it: points are compared over `a` alone."""
+    config = sweep("random", {"a": {"values": [1, 2, 3]}, "b": {"values": [0, 1]}})
+    trials = [{"id": i, "state": "finished", "params": {"a": a}, "history": [0.5], "value": 0.5}
+              for i, a in enumerate([1, 3])]
+    assert next_runs(config, trials, n=5, seed=0, pins={"b": 0}) == [{"a": 2}]  # the one point left, then none
+    done = trials + [{"id": 2, "state": "running", "params": {"a": 2}, "history": [], "value": None}]
+    assert next_runs(config, done, seed=0, pins={"b": 0}) == []
+    assert "every combination" in why_done(config, done, {"b": 0})
+    other = [{**t, "params": {**t["params"], "b": 1}} for t in done]  # another agent's trials, b searched there
+    assert next_runs(config, other, seed=0, pins={"b": 0}) == []

@@ -76,7 +76,26 @@ def test_gpus_all_and_where_the_list_comes_from(monkeypatch):
     assert [w.env["CUDA_VISIBLE_DEVICES"] for w in workers.parse_gpus("all")] == ["0", "1", "2"]
     monkeypatch.delenv(workers.GPUS_ENV)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")  # what SLURM granted
+    monkeypatch.setattr(workers, "nvidia_smi", lambda: ["0", "1"])  # a machine with GPUs
     assert [w.label for w in workers.parse_gpus("6")] == ["gpu6"]
+    monkeypatch.setattr(workers, "nvidia_smi", lambda: [])  # no GPU at all: an exported variable proves nothing
+    with pytest.raises(UserError, match="no CUDA GPU"):
+        workers.parse_gpus("all")
+
+
+def test_worker_exit_codes(monkeypatch):
+    codes = iter([0, -9])
+
+    class Proc:
+        def __init__(self, *a, **k):
+            self.code = next(codes)
+
+        def wait(self):
+            return self.code
+
+    monkeypatch.setattr(workers, "start", lambda w, argv: Proc())
+    ws = workers.cpu_workers(2)
+    assert workers.run_workers(ws, ["x"], say=lambda *a: None) == 137  # killed by SIGKILL: 128 + 9, not -9
 
 
 def test_refused_on_the_command_line_with_exit_2(tmp_path):

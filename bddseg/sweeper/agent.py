@@ -101,7 +101,7 @@ class TrialRun:
         argv = build_command(self.config.get("command"), self.config.get("program"), run_config, args_file)
         flat = {**self.space.constants(), **self.sampled, **self.pins}
         self.claim.set(config=run_config, flat=flat, pinned=self.pins, argv=argv, command=shlex.join(argv),
-                       agent=st.agent_tag(), log=str(self.dir / "output.log"), **workers.placement())
+                       agent=st.agent_tag(), log=str(self.dir / "output.log"), **workers.worker_placement())
         self.claim.beat()
         return argv
 
@@ -190,10 +190,13 @@ def take(study, config: dict, space, pins: dict):
     while True:
         with st.claim_lock(study._storage, study.study_name):  # agents take turns: read, decide, claim
             plain = trials.plain(study, space)
-            runs = decide.next_runs(config, plain)
+            runs = decide.next_runs(config, plain, pins=pins)
             if not runs:
-                return None, None, decide.why_done(config, plain) or "no new trials"
+                return None, None, decide.why_done(config, plain, pins) or "no new trials"
             claim = trials.claim(study, space, runs[0], plain, pins, config.get("run_cap"))
+            if claim is not None:  # whose it is, and a first beat, at once: a stop right now cannot orphan it
+                claim.set(agent=st.agent_tag())
+                claim.beat()
         if claim is not None:
             return claim, runs[0], None
         # another agent took that queued trial, or the last run under run_cap, first: read the trials again

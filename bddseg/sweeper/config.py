@@ -3,7 +3,7 @@
 Accept what W&B accepts: files are read as YAML 1.2 reads numbers (`1e-5` is a float, not PyYAML's string),
 and W&B's schema violations are printed as warnings, as `wandb sweep` does (handle_sweep_config_violations).
 Refused (exit 2, with W&B's messages) is only what the offline agent cannot run: an unknown method, no metric,
-a parameter it cannot sample, a bad hyperband, an unknown top-level key (W&B would ignore a typo there).
+a parameter it cannot sample, a bad hyperband. An unknown top-level key is only W&B's schema warning.
 W&B's server accepts a few documented keys that the `sweeps` 0.2.0 schema lacks (`run_cap`, hyperband's
 `strict`); they are checked here. The base-e `log_uniform` family is deprecated by W&B (a warning), not refused.
 """

@@ -2,7 +2,7 @@
 
 The two questions W&B's `sweeps` package answers (`sweeps.next_runs`, `sweeps.stop_runs`), for the offline agent:
 
-- `next_runs(config, trials, n=1, seed=None)` -> up to n parameter dicts (W&B values by flat name) of the
+- `next_runs(config, trials, n=1, seed=None, pins=())` -> up to n parameter dicts (W&B values by flat name) of the
   next runs; [] when the sweep is done, and `why_done(config, trials)` then says why (target reached,
   run_cap reached, grid finished).
 - `stop_runs(config, trials)` -> ids of running trials that early termination stops: W&B's own
@@ -29,6 +29,7 @@ random and bayes never repeat a point a trial already has: a repeated draw is dr
 from the points left when every parameter is categorical). Such a space that has run every combination is done.
 run_cap counts started first attempts: not queued trials, not re-runs.
 """
+import copy
 import json
 import math
 import random
@@ -61,6 +62,11 @@ TPE_STATES = {"finished": TrialState.COMPLETE, "stopped": TrialState.PRUNED, "ru
 def key(params: dict) -> str:
     """Canonical text of a parameter dict (values may be lists or dicts), to compare points."""
     return json.dumps(params, sort_keys=True, default=str)
+
+
+def point_of(space, trial: dict) -> dict:
+    """A trial's values of the space's searched parameters (what an agent's pins hold constant left out)."""
+    return {name: v for name, v in trial["params"].items() if name in space.searched}
 
 
 def maximize(config: dict) -> bool:
@@ -128,11 +134,27 @@ def exhausted(config: dict, trials: list) -> bool:
     space = Space(config["parameters"])
     if not categorical(space) or math.prod(len(p.choices) for p in space.searched.values()) > len(trials):
         return False
-    return not {key(p) for p in combinations(space)} - {key(t["params"]) for t in trials}
+    return not {key(p) for p in combinations(space)} - {key(point_of(space, t)) for t in trials}
 
 
-def why_done(config: dict, trials: list):
+def searched_by_agent(config: dict, pins=()) -> dict:
+    """The config without the parameters an agent pins (`--param`): trials record only the others, so points are
+    compared, de-duplicated and counted over those (a grid keeps its cells: pins override them when they run)."""
+    if not pins or config["method"] == "grid":
+        return config
+    params = copy.deepcopy(config["parameters"])
+    for name in pins:
+        *path, last = name.split("/")
+        node = params
+        for part in path:
+            node = (node.get(part) or {}).get("parameters") or {}
+        node.pop(last, None)
+    return {**config, "parameters": params}
+
+
+def why_done(config: dict, trials: list, pins=()):
     """Why no new run may start (target reached, run_cap reached, grid finished), or None."""
+    config = searched_by_agent(config, pins)
     metric, run_cap = config["metric"], config.get("run_cap")
     hit = target_hit(config, trials)
     if hit is not None:
@@ -146,8 +168,10 @@ def why_done(config: dict, trials: list):
     return None
 
 
-def next_runs(config: dict, trials: list, n: int = 1, seed=None) -> list:
-    """Parameter dicts (W&B values by flat name) of up to n next runs; [] when the sweep is done."""
+def next_runs(config: dict, trials: list, n: int = 1, seed=None, pins=()) -> list:
+    """Parameter dicts (W&B values by flat name) of up to n next runs; [] when the sweep is done. `pins`: names the
+    agent holds constant (left out of the points)."""
+    config = searched_by_agent(config, pins)
     if why_done(config, trials):
         return []
     if config.get("run_cap"):
@@ -176,7 +200,7 @@ class Taken:
 
     def __init__(self, space, trials: list, exclude, rng):
         self.space, self.rng = space, rng
-        self.keys = {key(t["params"]) for t in trials} | set(exclude)
+        self.keys = {key(point_of(space, t)) for t in trials} | set(exclude)
 
     def new(self, draw):
         """draw() until a point no trial has (REDRAWS tries); then one of the points left, None when none is."""

@@ -112,8 +112,13 @@ class Claim:
         st.record_heartbeat(self.study._storage, self.id)
 
     def finish(self, outcome: str, value=None):
-        """Record the outcome: 'finished' (with the final metric value), 'stopped' or 'failed'."""
-        self.study.tell(self.number, value if outcome == "finished" else None, state=OUTCOMES[outcome])
+        """Record the outcome: 'finished' (with the final metric value), 'stopped' or 'failed'; False when the store
+        already ended the trial (another agent failed it as stale, e.g. after a database outage)."""
+        try:
+            self.study.tell(self.number, value if outcome == "finished" else None, state=OUTCOMES[outcome])
+        except (UpdateFinishedTrialError, ValueError, RuntimeError):
+            return False
+        return True
 
     def requeue(self):
         """Fail the trial and queue its params again for the next agent (this agent is stopping mid-trial)."""

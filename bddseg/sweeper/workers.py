@@ -7,9 +7,10 @@ starts N workers with no GPU visible, each on its own share of the CPU cores (CP
 thread count follows, and OMP_NUM_THREADS / MKL_NUM_THREADS for other programs).
 
 GPUs are listed without importing torch: BDDSEG_SWEEP_GPUS (an override: tests, or a machine without
-nvidia-smi), else CUDA_VISIBLE_DEVICES when set (what SLURM or a user granted), else `nvidia-smi -L`.
+nvidia-smi), else, when `nvidia-smi -L` lists any, CUDA_VISIBLE_DEVICES if set (what SLURM or a user granted) or
+the listed ones.
 A worker's label (gpu0, cpu1) is BDDSEG_AGENT_WORKER in its environment; the agent stores it on each trial with
-the SLURM job/task it runs in (`placement`), for `sweep.py status`.
+the SLURM job/task it runs in (`worker_placement`), for `sweep.py status`.
 """
 import os
 import re
@@ -39,7 +40,7 @@ def label():
     return os.environ.get(WORKER_ENV) or None
 
 
-def placement() -> dict:
+def worker_placement() -> dict:
     """Where this agent runs, stored on each of its trials: worker label, GPU, SLURM job and array task."""
     env, out = os.environ, {}
     if label():
@@ -63,10 +64,12 @@ def nvidia_smi() -> list:
 
 def available_gpus() -> list:
     """The GPU ids this machine offers the agent (see the module docstring for where they come from)."""
-    for var in (GPUS_ENV, "CUDA_VISIBLE_DEVICES"):
-        if os.environ.get(var) is not None:
-            return [g.strip() for g in os.environ[var].split(",") if g.strip() and g.strip() != "-1"]
-    return nvidia_smi()
+    listed = lambda var: [g.strip() for g in os.environ[var].split(",") if g.strip() and g.strip() != "-1"]  # noqa
+    if os.environ.get(GPUS_ENV) is not None:
+        return listed(GPUS_ENV)
+    found = nvidia_smi()  # a CUDA_VISIBLE_DEVICES exported on a machine without GPUs proves nothing
+    return (listed("CUDA_VISIBLE_DEVICES") if os.environ.get("CUDA_VISIBLE_DEVICES") is not None else found) \
+        if found else []
 
 
 def cpu_shares(n: int) -> list:
@@ -133,4 +136,5 @@ def run_workers(workers: list, argv: list, say=print) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     say(f"workers done: exit codes {', '.join(f'{w.label}={c}' for w, c in zip(workers, codes))}")
-    return 130 if stopping else max(codes, key=abs)
+    failed = [c if c > 0 else 128 - c for c in codes if c]  # killed by signal N: 128 + N, as a shell says
+    return 130 if stopping else (failed[0] if failed else 0)
