@@ -11,9 +11,11 @@
 
 The data defaults to exactly the dataset the model was trained on (online: the artifact version it used); when the
 local dataset's manifest differs from the one recorded in meta.json, eval refuses (exit 2) unless --data is given,
-and then checks that no evaluated image was one the model trained on. Metrics are computed at the masks' own resolution (logits resized
-back bilinearly, then argmax). The report lands in eval/<run-name>-<split>[-tta]/index.html. The work is done in
-bddseg: lookup (which model), eval_data (which images), evaluate (predict + metrics), eval_report (what is shown).
+and then checks that no evaluated image was one the model trained on. Metrics are computed at the masks' own
+resolution (logits resized back bilinearly, then argmax). The report lands in
+eval/<run-name>-<split>[-tta]/index.html: JPEG thumbnails of every image, full-size overlays for the worst
+--report_images (default 50), so its size stays bounded. The work is done in bddseg: lookup (which model),
+eval_data (which images), evaluate (predict + metrics), eval_report (what is shown).
 """
 import argparse
 from pathlib import Path
@@ -22,7 +24,7 @@ from bddseg import config, eval_report, lookup
 from bddseg.atomic import atomic_dir
 from bddseg.cli import run_cli, str2bool
 from bddseg.device import get_device, precision_name, set_threads
-from bddseg.eval_data import SPLITS, data_ref, eval_loader, input_size, split_rows
+from bddseg.eval_data import SPLITS, cores, data_ref, eval_loader, input_size, split_rows
 from bddseg.evaluate import class_names, evaluate_split, per_class_table
 from bddseg.inference import load_model
 from bddseg.lineage import check_eval_data
@@ -46,11 +48,14 @@ def parse_args(argv=None):
                    help="horizontal-flip test-time augmentation (logits averaged)")
     p.add_argument("--mixed_precision", type=str2bool, default=True,
                    help="bf16/fp16 autocast under the same rule as training")
-    p.add_argument("--num_workers", type=int, default=1, help="image-decoding worker processes (0 = in process)")
+    p.add_argument("--num_workers", type=int, default=cores(),
+                   help="image-decoding worker processes (0 = in process; default one per CPU)")
+    p.add_argument("--report_images", type=int, default=eval_report.REPORT_IMAGES,
+                   help="the worst K images get full-size overlays, raw masks and a W&B image (others: thumbnails)")
     p.add_argument("--out", default=None, help=f"report root folder (default {config.EVAL_DIR})")
     args = p.parse_args(argv)
-    if args.batch_size < 1:
-        p.error("--batch_size must be >= 1")
+    if args.batch_size < 1 or args.report_images < 0:
+        p.error("--batch_size must be >= 1 and --report_images >= 0")
     return args
 
 
@@ -93,7 +98,8 @@ def describe_eval(meta, args, model_dir, root, df, device) -> dict:
 def evaluate(model, meta, df, args, device, folder):
     """(metrics, cm, preds, W&B images) of the model over the rows; per-image report files go into `folder`."""
     loader = eval_loader(df, meta, args.batch_size, args.num_workers)
-    return evaluate_split(model, loader, meta, device, folder, args.split, args.tta, args.mixed_precision)
+    return evaluate_split(model, loader, meta, device, folder, args.split, args.tta, args.mixed_precision,
+                          args.report_images)
 
 
 def save_report(folder, name, info, metrics, cm, preds, meta, split):

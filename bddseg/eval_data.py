@@ -1,8 +1,10 @@
 """The images an evaluation scores: the split's rows of a dataset folder whose classes are the model's, and a loader.
 
-Inputs are resized to the model's input size exactly as in training (`loaders.load_pair`); masks stay at their own
-resolution, where the metrics are computed. Bad files fail as one UserError naming the file.
+Inputs are resized to the model's input size exactly as in training (`loaders.load_pair`: JPEG draft decode, then
+bilinear); masks stay at their own resolution, where the metrics are computed. Each image and mask is decoded once:
+the report thumbnail comes from the same decoded image. Bad files fail as one UserError naming the file.
 """
+import os
 import sys
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from bddseg import config, layout, loaders
 from bddseg.checkpoint import META
 from bddseg.cli import UserError
-from bddseg.eval_report import read_thumbnail, thumbnail_size
+from bddseg.eval_report import thumbnail_size
 
 SPLITS = ("test", "valid", "all")  # 'all' = every labelled image of the dataset
 
@@ -90,15 +92,43 @@ class EvalImages(Dataset):
 
     def load(self, i):
         """(input uint8 3 x h x w, mask uint8 H x W, report thumbnail, i); UserError naming a bad file."""
-        img, _ = loaders.load_pair(self.images[i], self.labels[i], self.size)
-        with Image.open(self.labels[i]) as m:
-            mask = np.asarray(m)
-        bad = np.setdiff1d(np.unique(mask), [*range(self.n_classes), config.IGNORE])
-        if bad.size:
-            raise UserError(f"{self.labels[i]}: mask values {bad.tolist()} outside the classes 0..{self.n_classes - 1}"
-                            f" and {config.IGNORE}")
-        thumb = read_thumbnail(self.images[i], thumbnail_size(*mask.shape))
-        return torch.from_numpy(img.copy()).permute(2, 0, 1), torch.from_numpy(mask.copy()), thumb, i
+        mask = read_mask(self.labels[i], self.n_classes)
+        img, thumb = read_image(self.images[i], self.size, mask.shape)
+        return torch.from_numpy(img).permute(2, 0, 1), torch.from_numpy(mask), thumb, i
+
+
+def read_mask(path, n_classes: int) -> np.ndarray:
+    """A mask's uint8 class ids at its own resolution; UserError when unreadable or with values outside the classes."""
+    try:
+        with Image.open(path) as m:
+            if m.mode not in ("L", "P"):
+                raise UserError(f"{path}: mask mode {m.mode!r}, expected single-channel class ids (L or P)")
+            mask = np.array(m)
+    except FileNotFoundError:
+        raise UserError(f"{path}: mask missing") from None
+    except OSError as e:
+        raise UserError(f"{path}: unreadable mask ({e})") from None
+    counts = np.bincount(mask.ravel(), minlength=256)
+    counts[[*range(n_classes), config.IGNORE]] = 0
+    if counts.any():
+        raise UserError(f"{path}: mask values {np.flatnonzero(counts).tolist()} outside the classes 0..{n_classes - 1}"
+                        f" and {config.IGNORE}")
+    return mask
+
+
+def read_image(path, size, mask_shape) -> tuple:
+    """(model input h x w x 3, report thumbnail) from ONE decode: the JPEG draft scale training uses for `size`."""
+    h, w = size
+    try:
+        with Image.open(path) as im:
+            if im.size != mask_shape[::-1]:
+                raise UserError(f"{path}: image size {im.size} differs from its mask {mask_shape[::-1]}")
+            im.draft("RGB", (w, h))
+            rgb = im.convert("RGB")
+    except OSError as e:
+        raise UserError(f"{path}: unreadable image ({e})") from None
+    th, tw = thumbnail_size(*mask_shape, max_width=rgb.width)
+    return np.array(rgb.resize((w, h), Image.BILINEAR)), np.asarray(rgb.resize((tw, th), Image.BILINEAR))
 
 
 def collate(items):
@@ -108,6 +138,11 @@ def collate(items):
         return errors[0]
     xs, masks, thumbs, idx = zip(*items)
     return torch.stack(xs), list(masks), list(thumbs), list(idx)
+
+
+def cores() -> int:
+    """CPUs this process may run on (affinity aware): the default number of decode workers."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def eval_loader(df: pd.DataFrame, meta: dict, batch_size: int = 8, num_workers: int = 1) -> DataLoader:

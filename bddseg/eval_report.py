@@ -3,6 +3,8 @@
 The folder holds metrics.json, eval.json, confusion matrices, pixel shares, per-image overlays and index.html, all
 written into one folder (eval.py hands in a temp folder that is renamed on success). index.html is plain,
 self-contained HTML (no scripts, no CDN) that references only files written here, by relative path.
+Its size is bounded: every image gets JPEG thumbnails at most THUMB_WIDTH wide; only the worst `report_images`
+get full-size JPEG overlays, their raw predicted masks (PNG) and a W&B image.
 """
 import html
 import math
@@ -17,12 +19,15 @@ from sklearn.metrics import ConfusionMatrixDisplay
 from bddseg import config
 from bddseg.atomic import write_json
 
-IMAGES = "images"      # per-image PNGs: <stem>.png (input), <stem>_true.png, <stem>_pred.png (overlays)
-MASKS = "masks"        # raw predicted class ids at the mask's own resolution: <stem>.png
+IMAGES = "images"      # thumbnails <stem>.jpg (input), <stem>_true.jpg, <stem>_pred.jpg (overlays); worst images also
+FULL = "full"          # at full size: images/<stem>_full.jpg, <stem>_true_full.jpg, <stem>_pred_full.jpg
+MASKS = "masks"        # worst images: raw predicted class ids at the mask's own resolution, <stem>.png
 CM_PNG, CM_COUNTS_PNG, CM_CSV = "confusion_matrix.png", "confusion_matrix_counts.png", "confusion_matrix.csv"
 SHARE_CSV, PREDS_CSV, METRICS_JSON, INFO_JSON = "pixel_share.csv", "predictions.csv", "metrics.json", "eval.json"
 INDEX = "index.html"
-THUMB_WIDTH = 384      # overlays are written at most this wide
+THUMB_WIDTH = 256      # thumbnails are written at most this wide
+JPEG_QUALITY = 75     # report JPEGs (thumbnails and full-size overlays)
+REPORT_IMAGES = 50     # default --report_images: full-size overlays for this many worst images
 
 
 def palette() -> np.ndarray:
@@ -49,33 +54,45 @@ def thumbnail_size(h: int, w: int, max_width: int = THUMB_WIDTH) -> tuple:
     return max(1, round(h * max_width / w)), max_width
 
 
-def read_thumbnail(path, size) -> np.ndarray:
-    """RGB uint8 image file decoded straight to size=(h, w) (JPEG: at a reduced DCT scale first, so it is cheap)."""
-    h, w = size
-    with Image.open(path) as im:
-        im.draft("RGB", (w, h))
-        return np.asarray(im.convert("RGB").resize((w, h), Image.BILINEAR))
+def fit_masks(image: np.ndarray, true: np.ndarray, pred: np.ndarray) -> tuple:
+    """(true, predicted) masks resized (nearest) to the image's size when they differ from it."""
+    h, w = image.shape[:2]
+    if true.shape == (h, w):
+        return true, pred
+    return tuple(np.asarray(Image.fromarray(np.asarray(m, np.uint8)).resize((w, h), Image.NEAREST))
+                 for m in (true, pred))
 
 
-def thumbnails(image: np.ndarray, true: np.ndarray, pred: np.ndarray) -> tuple:
-    """(image, true mask, predicted mask) at one thumbnail size (at most THUMB_WIDTH wide, the masks' aspect)."""
-    h, w = thumbnail_size(*true.shape)
-    img = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
-    true_t = np.asarray(Image.fromarray(true.astype(np.uint8)).resize((w, h), Image.NEAREST))
-    pred_t = np.asarray(Image.fromarray(pred.astype(np.uint8)).resize((w, h), Image.NEAREST))
-    return img, true_t, pred_t
+def overlays(image: np.ndarray, true: np.ndarray, pred: np.ndarray) -> dict:
+    """{image, true, pred} RGB arrays at the image's size: the input and the true and predicted overlays on it."""
+    true, pred = fit_masks(image, true, pred)
+    return {"image": image, "true": overlay(image, true), "pred": overlay(image, pred)}
 
 
-def save_example(folder, stem: str, img_t, true_t, pred_t, pred: np.ndarray) -> dict:
-    """Write the input thumbnail, the true and predicted overlays and the raw prediction; return relative paths."""
-    folder = Path(folder)
-    (folder / IMAGES).mkdir(exist_ok=True)
-    (folder / MASKS).mkdir(exist_ok=True)
-    paths = {"image": f"{IMAGES}/{stem}.png", "true": f"{IMAGES}/{stem}_true.png",
-             "pred": f"{IMAGES}/{stem}_pred.png", "mask": f"{MASKS}/{stem}.png"}
-    arrays = {"mask": pred, "image": img_t, "true": overlay(img_t, true_t), "pred": overlay(img_t, pred_t)}
+def save_jpegs(folder, arrays: dict, suffix: str, stem: str) -> dict:
+    """Write {key: RGB array} as images/<stem>[_key]<suffix>.jpg; return {key<suffix>: relative path}."""
+    (Path(folder) / IMAGES).mkdir(exist_ok=True)
+    paths = {}
     for key, arr in arrays.items():
-        Image.fromarray(arr.astype(np.uint8)).save(folder / paths[key], compress_level=1)  # many files: fast zlib
+        rel = f"{IMAGES}/{stem}{'' if key == 'image' else '_' + key}{suffix}.jpg"
+        Image.fromarray(arr).save(Path(folder) / rel, quality=JPEG_QUALITY)
+        paths[key + suffix] = rel
+    return paths
+
+
+def save_thumbnails(folder, stem: str, thumb: np.ndarray, true: np.ndarray, pred: np.ndarray) -> dict:
+    """The input thumbnail and its true/predicted overlays as JPEGs; {image, true, pred: relative path}."""
+    return save_jpegs(folder, overlays(thumb, true, pred), "", stem)
+
+
+def save_full(folder, stem: str, image_file, true: np.ndarray, pred: np.ndarray) -> dict:
+    """Full-size input and overlays (JPEG) and the raw prediction (PNG) of one image; {key: relative path}."""
+    with Image.open(image_file) as im:
+        image = np.asarray(im.convert("RGB"))
+    paths = save_jpegs(folder, overlays(image, true, pred), "_" + FULL, stem)
+    (Path(folder) / MASKS).mkdir(exist_ok=True)
+    paths["mask"] = f"{MASKS}/{stem}.png"
+    Image.fromarray(np.asarray(pred, np.uint8)).save(Path(folder) / paths["mask"], compress_level=1)
     return paths
 
 
@@ -130,12 +147,14 @@ def _table(df: pd.DataFrame) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _img(folder: Path, rel: str, alt: str, width=None) -> str:
-    """An <img> tag for a file inside the report folder, or a note when the file does not exist."""
-    if not rel or not (folder / rel).is_file():
+def _img(folder: Path, rel, alt: str, width=None, link=None) -> str:
+    """An <img> tag for a file inside the report folder (linking to `link` if that file exists), or a note."""
+    if not isinstance(rel, str) or not (folder / rel).is_file():
         return "<em>(no image)</em>"
     w = f' width="{width}"' if width else ""
-    return f'<a href="{html.escape(rel)}"><img src="{html.escape(rel)}" alt="{html.escape(alt)}"{w} loading="lazy"></a>'
+    href = link if isinstance(link, str) and (folder / link).is_file() else rel
+    img = f'<img src="{html.escape(rel)}" alt="{html.escape(alt)}"{w} loading="lazy">'
+    return f'<a href="{html.escape(href)}">{img}</a>'
 
 
 STYLE = """body{font-family:sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;margin:.5em 0 1.5em}
@@ -148,6 +167,7 @@ def write_index(folder, title: str, info: dict, per_class: pd.DataFrame, overall
                 preds: pd.DataFrame, class_names: list) -> Path:
     """index.html: summary, per-class table, confusion matrices, pixel shares and the predictions table."""
     folder = Path(folder)
+    n_full = int(preds[f"image_{FULL}"].notna().sum()) if f"image_{FULL}" in preds else 0
     legend = "".join(f'<span style="background:rgb{config.CLASS_COLORS[i]}">{html.escape(n)}</span>'
                      for i, n in enumerate(class_names))
     info_rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{_fmt(v)}</td></tr>" for k, v in info.items())
@@ -156,7 +176,7 @@ def write_index(folder, title: str, info: dict, per_class: pd.DataFrame, overall
     rows = []
     for r in preds.to_dict("records"):
         cells = "".join(f"<td>{_fmt(r[c])}</td>" for c in iou_cols)
-        imgs = "".join(f"<td>{_img(folder, r.get(k), str(r['file']) + ' ' + k)}</td>"
+        imgs = "".join(f"<td>{_img(folder, r.get(k), str(r['file']) + ' ' + k, link=r.get(f'{k}_{FULL}'))}</td>"
                        for k in ("image", "true", "pred"))
         rows.append(f"<tr><td>{html.escape(str(r['file']))}</td>{cells}{imgs}</tr>")
     head = "".join(f"<th>{html.escape(c)}</th>" for c in ["file", *iou_cols, "image", "true mask", "predicted mask"])
@@ -170,7 +190,7 @@ def write_index(folder, title: str, info: dict, per_class: pd.DataFrame, overall
 <p>Shares are over scored pixels (ignore = 255 excluded). Files: <a href="{METRICS_JSON}">{METRICS_JSON}</a>,
 <a href="{SHARE_CSV}">{SHARE_CSV}</a>, <a href="{CM_CSV}">{CM_CSV}</a>, <a href="{PREDS_CSV}">{PREDS_CSV}</a>.</p>
 <h2>Confusion matrix (pixels)</h2>{cms}
-<h2>Predictions, worst person IoU first ({len(preds)} images)</h2>
+<h2>Predictions, worst person IoU first ({len(preds)} images; the first {n_full} link to full size)</h2>
 <p class="legend">{legend}</p>
 <table><tr>{head}</tr>{''.join(rows)}</table>
 </body></html>
@@ -212,20 +232,15 @@ def wandb_image(img_t, true_t, pred_t, class_labels: dict):
                                      "ground_truth": {"mask_data": true_t, "class_labels": class_labels}})
 
 
-def save_prediction(folder, stem: str, thumb, mask, pred, class_labels: dict) -> tuple:
-    """Report PNGs and the W&B image of one prediction: (relative paths, wandb.Image). Runs on a writer thread."""
-    thumbs = thumbnails(thumb, mask, pred)
-    return save_example(folder, stem, *thumbs, pred), wandb_image(*thumbs, class_labels)
-
-
 def log_wandb(run, metrics: dict, folder, preds: pd.DataFrame, images: dict, names: list):
-    """Metrics to the run summary; confusion matrices and the predictions table (worst person IoU first)."""
+    """Metrics to the run summary; confusion matrices and the predictions table (worst person IoU first; images for
+    the worst `report_images` rows only)."""
     import wandb
     run.summary.update({k: v for k, v in metrics.items() if not (isinstance(v, float) and math.isnan(v))})
     iou_cols = [f"{config.class_key(n)}_iou" for n in names]
     table = wandb.Table(columns=["File_Name", "Images", *[f"iou_{n}" for n in names], "miou"])
     for r in preds.to_dict("records"):
-        table.add_data(r["file"], images[r["file"]], *[r[c] for c in iou_cols], r["miou"])
+        table.add_data(r["file"], images.get(r["file"]), *[r[c] for c in iou_cols], r["miou"])
     run.log({"confusion_matrix": wandb.Image(str(Path(folder) / CM_PNG)),
              "confusion_matrix_counts": wandb.Image(str(Path(folder) / CM_COUNTS_PNG)),
              "predictions": table})

@@ -1,5 +1,8 @@
 """Fill the artifact folders: a source's items imported into a raw folder (in parallel, in input order, bad pairs
-collected), its SOURCE.md, and the processed folder (the raw files hard-linked, plus data_split.csv)."""
+collected), its SOURCE.md, and the processed folder (the raw files hard-linked, plus data_split.csv).
+
+Every written file's size and SHA-256 come from the bytes in hand (`import_all`, `build_processed`), so the
+manifests reuse them instead of reading the files back."""
 import os
 import shutil
 import sys
@@ -14,22 +17,20 @@ MAX_PROBLEMS = 20  # without --skip-bad, stop after this many bad pairs and repo
 
 def import_all(items, root, workers, skip_bad, thumbs=0):
     """Load, check and write every item into root/images and root/labels (thumbnails for the first `thumbs`);
-    returns (imported, problems)."""
+    returns (imported, problems, {relative path: {size, sha256}} of the written files)."""
     (root / layout.IMAGES).mkdir()
     (root / layout.LABELS).mkdir()
-    done, problems = [], []
-    tasks = [(item, i < thumbs) for i, item in enumerate(items)]
-    for r in ordered_map(run_task, tasks, workers):
+    done, problems, hashes = [], [], {}
+    tasks = [(item, i < thumbs, root) for i, item in enumerate(items)]
+    for r, files in ordered_map(run_task, tasks, workers):
         if r.error:
             problems.append(r.error)
             if not skip_bad and len(problems) >= MAX_PROBLEMS:
                 break
             continue
-        (root / layout.IMAGES / f"{r.name}{r.ext}").write_bytes(r.image)
-        (root / layout.LABELS / layout.label_name(r.name + r.ext)).write_bytes(r.mask_png)
-        r.image = r.mask_png = b""  # written: do not hold a whole data set in memory
+        hashes.update(files)
         done.append(r)
-    return done, problems
+    return done, problems, hashes
 
 
 def ordered_map(fn, tasks, workers):
@@ -42,8 +43,19 @@ def ordered_map(fn, tasks, workers):
 
 
 def run_task(task):
-    """Worker: import one item."""
-    return sources.import_item(*task)
+    """Worker: import one item and write its two files (the bytes stay in the worker); returns (imported, {relative
+    path: {size, sha256}})."""
+    item, thumb, root = task
+    r = sources.import_item(item, thumb)
+    if r.error:
+        return r, {}
+    image, label = f"{layout.IMAGES}/{r.name}{r.ext}", f"{layout.LABELS}/{layout.label_name(r.name + r.ext)}"
+    (root / image).write_bytes(r.image)
+    (root / label).write_bytes(r.mask_png)
+    files = {image: {"size": len(r.image), "sha256": r.image_sha},
+             label: {"size": len(r.mask_png), "sha256": r.mask_sha}}
+    r.image = r.mask_png = b""  # written: not sent back, not held
+    return r, files
 
 
 def check_problems(problems, n_items, skip_bad, label):
@@ -70,20 +82,27 @@ def write_source_note(root, name, info, problems, command):
     atomic_write(root / layout.SOURCE_MD, "\n".join(lines))
 
 
-def link_or_copy(src, dst):
-    """Hard-link a file (same bytes, no extra space), copying when links are not possible."""
+def link_or_copy(src, dst) -> bool:
+    """Hard-link a file (same bytes, no extra space), copying when links are not possible; True when linked."""
     try:
         os.link(src, dst)
+        return True
     except OSError:
         shutil.copyfile(src, dst)
+        return False
 
 
-def build_processed(raw, proc, split_df):
-    """Processed folder: the raw files (hard-linked) plus data_split.csv."""
+def build_processed(raw, proc, split_df, raw_files: dict) -> dict:
+    """Processed folder: the raw files (hard-linked) plus data_split.csv; returns the raw manifest entries
+    ({relative path: {size, sha256}}) of the files that are hard links, whose bytes need no second hash."""
+    linked = []
     for sub in (layout.IMAGES, layout.LABELS):
         (proc / sub).mkdir()
         for f in sorted((raw / sub).iterdir()):
-            link_or_copy(f, proc / sub / f.name)
+            if link_or_copy(f, proc / sub / f.name):
+                linked.append(f"{sub}/{f.name}")
     for name in (layout.EDA_CSV, layout.SOURCE_MD):
-        link_or_copy(raw / name, proc / name)
+        if link_or_copy(raw / name, proc / name):
+            linked.append(name)
     split_df.to_csv(proc / layout.SPLIT_CSV, index=False)
+    return {rel: raw_files[rel] for rel in linked if rel in raw_files}

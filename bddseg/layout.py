@@ -81,12 +81,18 @@ def check_manifest(root, full: bool = False) -> list:
     return problems
 
 
-def write_manifest(root, **meta) -> dict:
-    """Write manifest.json: `meta` (name, type, source, ...) plus classes and size+sha256 of every file below root."""
+def write_manifest(root, known=None, **meta) -> dict:
+    """Write manifest.json: `meta` (name, type, source, ...) plus classes and size+sha256 of every file below root;
+    `known` {relative path: {size, sha256}} gives entries already computed from the bytes written (used when the
+    size still matches), so those files are not read again."""
     from bddseg.atomic import write_json
-    root = Path(root)
-    files = {str(p.relative_to(root)): {"size": p.stat().st_size, "sha256": sha256(p)}
-             for p in sorted(root.rglob("*")) if p.is_file() and p.name != MANIFEST}
+    root, known = Path(root), known or {}
+    files = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and p.name != MANIFEST:
+            rel, size = str(p.relative_to(root)), p.stat().st_size
+            entry = known.get(rel)
+            files[rel] = dict(entry) if entry and entry["size"] == size else {"size": size, "sha256": sha256(p)}
     manifest = {**meta, "classes": {str(k): v for k, v in config.BDD_CLASSES.items()},
                 "ignore_index": config.IGNORE, "files": files}
     write_json(root / MANIFEST, manifest)

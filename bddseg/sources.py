@@ -1,9 +1,13 @@
 """Importers: where image/mask pairs come from (synthetic, BDD100K 10k, any folder) and how source ids become classes.
 
 A source is a list of `Item`s (output name, video group, a picklable `load`). `import_item` runs one item (in a
-worker process): load, validate, map to the 7 classes, encode. A class mapping is one idea: a 256-entry look-up
-table from source value to class id (0..6 or 255); -1 marks values outside the mapping, which are bad input.
+worker process): load, validate, map to the 7 classes, encode, hash. A real image whose bytes are only copied is
+read once and never decoded (PIL's header gives its format and size; a file that does not end like a complete
+JPEG/PNG is decoded to report the truncation); it is decoded only when a W&B thumbnail is wanted.
+A class mapping is one idea: a 256-entry look-up table from source value to class id (0..6 or 255); -1 marks
+values outside the mapping, which are bad input.
 """
+import hashlib
 import io
 import json
 import re
@@ -55,7 +59,7 @@ class Item:
     """One image of a source: output file stem, video (split group) and a picklable loader."""
     name: str
     video: str
-    load: Callable  # () -> (image file bytes, extension, uint8 class-id mask, RGB array or None)
+    load: Callable  # () -> (image file bytes, extension, uint8 class-id mask, RGB array or None, counts or None)
 
 
 # ---------------------------------------------------------------- class mappings
@@ -86,16 +90,24 @@ def mapping_lut(spec) -> tuple:
     return lut, label
 
 
-def apply_mapping(values: np.ndarray, lut: np.ndarray, label: str, where) -> np.ndarray:
-    """Source ids -> uint8 class ids; BadPair naming `where` and the values the mapping does not cover."""
+def apply_mapping(values: np.ndarray, lut: np.ndarray, label: str, where) -> tuple:
+    """(uint8 class ids, pixels per class id) of source ids; BadPair naming `where` and the values not covered."""
     if values.dtype != np.uint8 and (values.min() < 0 or values.max() > 255):
         bad = np.unique(values[(values < 0) | (values > 255)])[:10].tolist()
         raise BadPair(f"{where}: mask values {bad} outside 0..255 (mapping {label})")
-    mapped = lut[values.astype(np.uint8)]
-    if (mapped == OUTSIDE).any():
-        bad = np.unique(values[mapped == OUTSIDE])[:10].tolist()
-        raise BadPair(f"{where}: mask values {bad} not in the class mapping {label}")
-    return mapped.astype(np.uint8)
+    values = values.astype(np.uint8, copy=False)
+    hist = np.bincount(values.ravel(), minlength=256)
+    bad = np.flatnonzero((hist > 0) & (lut == OUTSIDE))
+    if bad.size:
+        raise BadPair(f"{where}: mask values {bad[:10].tolist()} not in the class mapping {label}")
+    return np.take(lut.astype(np.uint8), values), class_counts(hist, lut)
+
+
+def class_counts(hist: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """Pixels per class id (256 bins) from the histogram of source values and the mapping's look-up table."""
+    counts = np.zeros(256, np.int64)
+    np.add.at(counts, lut[hist > 0].astype(np.intp), hist[hist > 0])
+    return counts
 
 
 # ---------------------------------------------------------------- video groups
@@ -117,26 +129,48 @@ def load_synthetic(index, seed, size, frames):
     _, rgb, mask = synthetic.generate(index, seed=seed, size=size, frames=frames)
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, "JPEG", quality=JPEG_QUALITY)
-    return buf.getvalue(), ".jpg", mask, rgb
+    return buf.getvalue(), ".jpg", mask, rgb, None
+
+
+def looks_complete(data: bytes, fmt: str) -> bool:
+    """True when the bytes end like a whole file of that format (JPEG: EOI marker; PNG: IEND chunk)."""
+    return (fmt == "JPEG" and data.rstrip(b"\0").endswith(b"\xff\xd9")) or \
+        (fmt == "PNG" and data.endswith(b"IEND\xaeB`\x82"))
+
+
+def read_image(image: Path) -> tuple:
+    """(file bytes, PIL format, (w, h), RGB array or None): decoded only when the bytes will not be copied as they
+    are or do not look complete (then a truncated file fails as PIL reports it)."""
+    try:
+        data = Path(image).read_bytes()
+        with Image.open(io.BytesIO(data)) as im:
+            fmt, size = im.format, im.size
+            if fmt in ("JPEG", "PNG") and looks_complete(data, fmt):
+                return data, fmt, size, None
+            im.load()
+            return data, fmt, size, np.asarray(im.convert("RGB"))
+    except Exception as e:  # PIL raises many types for broken files
+        raise BadPair(f"{image}: unreadable or truncated image ({e})")
 
 
 def read_raw_pair(image: Path, mask, lut, label, looked_for=()):
     """Read and check one image/mask pair; the image keeps its bytes (JPEG/PNG), the mask is mapped to classes."""
     if mask is None:
         raise BadPair(f"{image}: no mask (looked for {' and '.join(str(p) for p in looked_for)})")
-    try:
-        with Image.open(image) as im:
-            im.load()
-            fmt, size = im.format, im.size
-            rgb = np.asarray(im.convert("RGB"))
-    except Exception as e:  # PIL raises many types for broken files
-        raise BadPair(f"{image}: unreadable or truncated image ({e})")
+    data, fmt, size, rgb = read_image(image)
     try:
         with Image.open(mask) as m:
             m.load()
-            values = np.asarray(m)  # palette PNGs give their indices, which is what BDD colormaps encode
+            ids = m if m.mode == "L" else Image.frombytes("L", m.size, m.tobytes()) if m.mode == "P" else None
+            # palette PNGs give their indices, which is what BDD colormaps encode
+            values = None if ids is not None else np.asarray(m)
     except Exception as e:
         raise BadPair(f"{mask}: unreadable or truncated mask ({e})")
+    if ids is not None:
+        if ids.size != size:
+            raise BadPair(f"{mask}: mask size {ids.width}x{ids.height} differs from image {image.name} size "
+                          f"{size[0]}x{size[1]}")
+        return encode_other(data, fmt, rgb, *map_ids(ids, lut, label, mask))
     if values.ndim == 3:
         if not (values[..., :3] == values[..., :1]).all():
             raise BadPair(f"{mask}: colour mask ({values.shape[2]} channels); expected one channel of ids "
@@ -145,14 +179,26 @@ def read_raw_pair(image: Path, mask, lut, label, looked_for=()):
     if values.shape[::-1] != size:
         raise BadPair(f"{mask}: mask size {values.shape[1]}x{values.shape[0]} differs from image "
                       f"{image.name} size {size[0]}x{size[1]}")
-    classes = apply_mapping(values, lut, label, mask)
+    return encode_other(data, fmt, rgb, *apply_mapping(values, lut, label, mask))
+
+
+def encode_other(data, fmt, rgb, classes, counts) -> tuple:
+    """The loader's tuple: a JPEG/PNG image keeps its bytes; any other format is re-encoded as PNG."""
     if fmt in ("JPEG", "PNG"):
-        data, ext = Path(image).read_bytes(), ".jpg" if fmt == "JPEG" else ".png"
-    else:
-        buf = io.BytesIO()
-        Image.fromarray(rgb).save(buf, "PNG")
-        data, ext = buf.getvalue(), ".png"
-    return data, ext, classes, rgb
+        return data, ".jpg" if fmt == "JPEG" else ".png", classes, rgb, counts
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "PNG")
+    return buf.getvalue(), ".png", classes, rgb, counts
+
+
+def map_ids(ids: Image.Image, lut: np.ndarray, label: str, where) -> tuple:
+    """(uint8 class ids, pixels per class id) of a one-channel 8-bit mask image, by PIL's histogram and point table
+    (C loops, no copy through numpy); BadPair naming `where` and the values the mapping does not cover."""
+    hist = np.array(ids.histogram(), np.int64)
+    bad = np.flatnonzero((hist > 0) & (lut == OUTSIDE))
+    if bad.size:
+        raise BadPair(f"{where}: mask values {bad[:10].tolist()} not in the class mapping {label}")
+    return np.asarray(ids.point(np.where(lut == OUTSIDE, 0, lut).tolist())), class_counts(hist, lut)
 
 
 @dataclass
@@ -164,21 +210,26 @@ class Imported:
     ext: str = ".jpg"
     mask_png: bytes = b""
     counts: np.ndarray = None
+    image_sha: str = ""
+    mask_sha: str = ""
     thumb: np.ndarray = None
     thumb_mask: np.ndarray = None
     error: str = ""
 
 
 def import_item(item: Item, thumb: bool = False) -> Imported:
-    """Load one item and encode its mask; a BadPair becomes `error` (the caller decides to stop or skip)."""
+    """Load one item, encode its mask and hash both files; a BadPair becomes `error` (the caller stops or skips)."""
     try:
-        data, ext, mask, rgb = item.load()
+        data, ext, mask, rgb, counts = item.load()
     except BadPair as e:
         return Imported(item.name, item.video, error=str(e))
     buf = io.BytesIO()
     Image.fromarray(mask, "L").save(buf, "PNG")
-    out = Imported(item.name, item.video, data, ext, buf.getvalue(), np.bincount(mask.ravel(), minlength=256))
+    counts = np.bincount(mask.ravel(), minlength=256) if counts is None else counts
+    out = Imported(item.name, item.video, data, ext, buf.getvalue(), counts, hashlib.sha256(data).hexdigest(),
+                   hashlib.sha256(buf.getvalue()).hexdigest())
     if thumb:
+        rgb = np.asarray(Image.open(io.BytesIO(data)).convert("RGB")) if rgb is None else rgb
         out.thumb = np.asarray(Image.fromarray(rgb).resize(THUMB, Image.BILINEAR))
         out.thumb_mask = np.asarray(Image.fromarray(mask).resize(THUMB, Image.NEAREST))
     return out

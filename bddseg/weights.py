@@ -5,7 +5,8 @@
   e.g. http://host/models/resnet18-f37072fd.pth, for air-gapped clusters).
 - timm: the Hugging Face cache; a missing model is downloaded from the hub (`HF_ENDPOINT` when set, e.g. a mirror).
 - "the network answers": one TCP connection to the host (or to the proxy that $https_proxy / $http_proxy name)
-  within PROBE_SECONDS, DNS included; the answer is kept for the process. `BDDSEG_OFFLINE=1` (the test suite sets it) or `HF_HUB_OFFLINE=1` (for the hub) means never try.
+  within PROBE_SECONDS, DNS included; the answer is kept for the process. `BDDSEG_OFFLINE=1` (the test suite sets
+  it) or `HF_HUB_OFFLINE=1` (for the hub) means never try.
 Whatever happens is said in one line on stderr: the cached file, the download, or why training starts from random
 init. `--pretrained False` never gets here, so it never touches the network.
 """

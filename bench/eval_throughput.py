@@ -1,14 +1,16 @@
 """eval.py throughput: test images/s of the evaluation loop versus the bare model forward on pre-made tensors.
 
-    python bench/eval_throughput.py                       # 40 synthetic 640x360 frames, resnet18 at img 96, batch 8
-    python bench/eval_throughput.py --img_size 180 --n 60
+    python bench/eval_throughput.py                 # 120 synthetic 1280x720 frames, resnet18 at img 96 and 180, batch 8
+    python bench/eval_throughput.py --img_sizes 180 --n 60 --size 640x360
     python bench/eval_throughput.py --data artifacts/bdd_simple_1k_split --split test
 
-Rows (same model, input size, batch and precision; ratios against the first row):
+Rows per img size (same model, input size, batch and precision; ratios against the first row):
   bare forward   model(x) on a pre-made batch in memory (inference_mode + the autocast rule): the limit
   predict        bddseg.inference.predict: decode + resize, forward, logits resized to the mask, argmax, loss
   evaluate       bddseg.evaluate.evaluate_split: predict + metrics + per-image report files + W&B images
   eval.py        the whole command (incl. W&B offline run and the report page; imports excluded)
+Then the report folder's size (thumbnails per image, full-size files per worst image) and its projection for a
+2,000-image test split (BDD100K) at the default --report_images.
 """
 import argparse
 import importlib.util
@@ -21,14 +23,12 @@ from pathlib import Path
 
 import torch
 
-from bddseg import config, device as dev, inference
+from bddseg import config, device as dev, eval_report, inference
 from bddseg.checkpoint import save_checkpoint
-from bddseg.eval_data import eval_loader
+from bddseg.eval_data import cores, eval_loader
 from bddseg.models import build_model
 
 ROOT = config.ROOT
-os.environ.setdefault("WANDB_MODE", "offline")
-os.environ.setdefault("WANDB_SILENT", "true")
 
 
 def eval_script():
@@ -42,20 +42,24 @@ def eval_script():
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", help="processed dataset folder (default: make --n synthetic frames in a temp folder)")
-    p.add_argument("--n", type=int, default=40, help="synthetic frames to generate (60%% go to the test split)")
+    p.add_argument("--n", type=int, default=120, help="synthetic frames to generate (60%% go to the test split)")
+    p.add_argument("--size", default="1280x720", help="synthetic frame WxH (BDD100K: 1280x720)")
     p.add_argument("--split", default="test")
     p.add_argument("--arch", default="resnet18")
-    p.add_argument("--img_size", type=int, default=96)
+    p.add_argument("--img_sizes", default="96,180", help="model input heights, comma-separated")
     p.add_argument("--batch_size", type=int, default=8)
-    p.add_argument("--num_workers", type=int, default=1)
+    p.add_argument("--num_workers", type=int, default=cores())
+    p.add_argument("--report_images", type=int, default=None,
+                   help="eval.py's --report_images (default: its 50 per 2,000 images, scaled to the split)")
+    p.add_argument("--project", type=int, default=2000, help="test images to project the report size for")
     p.add_argument("--mixed_precision", type=int, default=1)
-    p.add_argument("--repeats", type=int, default=2, help="timed passes per row (best kept)")
+    p.add_argument("--repeats", type=int, default=1, help="timed passes per row after a warm-up (best kept)")
     return p.parse_args()
 
 
-def make_data(tmp, n):
-    """n synthetic 640x360 frames through the data step (no W&B), most of them in the test split."""
-    subprocess.run([sys.executable, str(ROOT / "data" / "prepare.py"), "--n", str(n), "--out", str(tmp),
+def make_data(tmp, n, size):
+    """n synthetic frames of `size` through the data step (no W&B), most of them in the test split."""
+    subprocess.run([sys.executable, str(ROOT / "data" / "prepare.py"), "--n", str(n), "--size", size, "--out", str(tmp),
                     "--fractions", "0.2,0.2,0.6", "--no-wandb", "--name", "bench_raw", "--split-name", "bench"],
                    check=True, stdout=subprocess.DEVNULL)
     return Path(tmp) / "bench"
@@ -72,60 +76,97 @@ def best_of(fn, repeats):
     return min(times)
 
 
+def folder_bytes(folder, pattern="*") -> int:
+    """Total bytes of the files under `folder` matching `pattern`."""
+    return sum(p.stat().st_size for p in Path(folder).rglob(pattern) if p.is_file())
+
+
+def report_size(folder, n_images, k, k_project, project):
+    """Print the report folder's bytes: fixed part, per-image thumbnails, per-worst-image full-size files (`k` here),
+    and the projection for `project` images at `k_project` full-size ones."""
+    total = folder_bytes(folder)
+    full = folder_bytes(folder, f"*_{eval_report.FULL}.jpg") + folder_bytes(folder / eval_report.MASKS)
+    n_full = min(k, n_images)
+    thumbs = folder_bytes(folder / eval_report.IMAGES, "*.jpg") - folder_bytes(folder, f"*_{eval_report.FULL}.jpg")
+    index = (folder / eval_report.INDEX).stat().st_size
+    fixed = total - full - thumbs - index
+    per_thumb, per_full, per_row = thumbs / n_images, full / max(n_full, 1), index / n_images
+    projected = fixed + project * (per_thumb + per_row) + min(k_project, project) * per_full
+    print(f"report folder: {total / 1e6:.2f} MB for {n_images} images ({n_full} full size): thumbnails "
+          f"{per_thumb / 1e3:.1f} kB/image, full-size files {per_full / 1e3:.1f} kB/worst image, index.html "
+          f"{per_row:.0f} B/image, fixed {fixed / 1e3:.0f} kB")
+    print(f"projected for {project} images, --report_images {k_project}: {projected / 1e6:.1f} MB (bound 100 MB)")
+
+
+def bench_size(args, data, tmp, device, img_size):
+    """Time the rows at one input size; returns (rows, frame, images, precision)."""
+    model, _ = build_model(args.arch, len(config.BDD_CLASSES), pretrained=False)
+    frame = config.frame_size(img_size)
+    meta = {"arch": args.arch, "n_classes": len(config.BDD_CLASSES),
+            "classes": {str(k): v for k, v in config.BDD_CLASSES.items()}, "img_size": img_size,
+            "frame_size": list(frame), "dataset": data.name, "data_path": str(data), "run_id": "bench",
+            "run_name": "bench", "project": "bench", "metrics": {"miou": 0.0}, "config": {}}
+    ckpt = save_checkpoint(tmp / "models" / f"bench{img_size}", model, meta)
+    out = tmp / f"eval{img_size}"
+    argv = ["--model", str(ckpt), "--data", str(data), "--split", args.split, "--batch_size",
+            str(args.batch_size), "--num_workers", str(args.num_workers), "--mixed_precision",
+            str(bool(args.mixed_precision)), "--out", str(out)] + \
+        ([] if args.report_images is None else ["--report_images", str(args.report_images)])
+    ev = eval_script()
+    eargs = ev.parse_args(argv)
+    model, meta, _ = ev.get_model(eargs, device)
+    _, df = ev.get_eval_data(meta, eargs, ckpt)
+    n = len(df)
+    if args.report_images is None:
+        eargs.report_images = max(1, round(eval_report.REPORT_IMAGES * n / args.project))
+        argv += ["--report_images", str(eargs.report_images)]
+    x = torch.rand(args.batch_size, 3, *frame, device=device)
+    if dev.use_channels_last(device):
+        x = x.contiguous(memory_format=torch.channels_last)
+    n_batches = -(-n // args.batch_size)
+
+    def bare():
+        with torch.inference_mode(), dev.autocast_context(device, eargs.mixed_precision):
+            for _ in range(n_batches):
+                model(x)
+
+    def predict():
+        loader = eval_loader(df, meta, eargs.batch_size, eargs.num_workers)
+        for _ in inference.predict(model, loader, device, False, eargs.mixed_precision):
+            pass
+
+    def evaluate():
+        folder = tmp / "evaluate"
+        folder.mkdir(exist_ok=True)
+        ev.evaluate(model, meta, df, eargs, device, folder)
+
+    rows = [("bare forward", best_of(bare, args.repeats), n_batches * args.batch_size),
+            ("predict", best_of(predict, args.repeats), n),
+            ("evaluate", best_of(evaluate, args.repeats), n),
+            ("eval.py", best_of(lambda: ev.main(argv), args.repeats), n)]
+    return rows, frame, n, dev.precision_name(device, eargs.mixed_precision), next(out.iterdir()), eargs.report_images
+
+
 def main():
+    os.environ.setdefault("WANDB_MODE", "offline")
+    os.environ.setdefault("WANDB_SILENT", "true")
     args = parse_args()
     dev.set_threads()
     device = dev.get_device()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         os.environ.setdefault("WANDB_DIR", str(tmp))
-        data = Path(args.data) if args.data else make_data(tmp, args.n)
-        model, _ = build_model(args.arch, len(config.BDD_CLASSES), pretrained=False)
-        frame = config.frame_size(args.img_size)
-        meta = {"arch": args.arch, "n_classes": len(config.BDD_CLASSES),
-                "classes": {str(k): v for k, v in config.BDD_CLASSES.items()}, "img_size": args.img_size,
-                "frame_size": list(frame), "dataset": data.name, "data_path": str(data), "run_id": "bench",
-                "run_name": "bench", "project": "bench", "metrics": {"miou": 0.0}, "config": {}}
-        ckpt = save_checkpoint(tmp / "models" / "bench", model, meta)
-        argv = ["--model", str(ckpt), "--data", str(data), "--split", args.split, "--batch_size",
-                str(args.batch_size), "--num_workers", str(args.num_workers), "--mixed_precision",
-                str(bool(args.mixed_precision)), "--out", str(tmp / "eval")]
-        ev = eval_script()
-        eargs = ev.parse_args(argv)
-        model, meta, _ = ev.get_model(eargs, device)
-        _, df = ev.get_eval_data(meta, eargs, ckpt)
-        n = len(df)
-        x = torch.rand(args.batch_size, 3, *frame, device=device)
-        if dev.use_channels_last(device):
-            x = x.contiguous(memory_format=torch.channels_last)
-        n_batches = -(-n // args.batch_size)
-
-        def bare():
-            with torch.inference_mode(), dev.autocast_context(device, eargs.mixed_precision):
-                for _ in range(n_batches):
-                    model(x)
-
-        def predict():
-            loader = eval_loader(df, meta, eargs.batch_size, eargs.num_workers)
-            for _ in inference.predict(model, loader, device, False, eargs.mixed_precision):
-                pass
-
-        def evaluate():
-            out = tmp / "evaluate"
-            out.mkdir(exist_ok=True)
-            ev.evaluate(model, meta, df, eargs, device, out)
-
-        rows = [("bare forward", best_of(bare, args.repeats), n_batches * args.batch_size),
-                ("predict", best_of(predict, args.repeats), n),
-                ("evaluate", best_of(evaluate, args.repeats), n),
-                ("eval.py", best_of(lambda: ev.main(argv), args.repeats), n)]
-    base = rows[0][2] / rows[0][1]
-    print(f"\n{args.arch} img {frame[0]}x{frame[1]}, batch {args.batch_size}, "
-          f"{dev.precision_name(device, eargs.mixed_precision)}, {torch.get_num_threads()} threads, {device}; "
-          f"{n} {args.split} images of {data.name}, masks at their own resolution")
-    print(f"{'stage':<14}{'images':>8}{'seconds':>10}{'images/s':>10}{'ratio':>8}")
-    for name, secs, imgs in rows:
-        print(f"{name:<14}{imgs:>8}{secs:>10.2f}{imgs / secs:>10.1f}{imgs / secs / base:>8.2f}")
+        data = Path(args.data) if args.data else make_data(tmp, args.n, args.size)
+        for img_size in (int(v) for v in args.img_sizes.split(",")):
+            rows, frame, n, precision, folder, k = bench_size(args, data, tmp, device, img_size)
+            print(f"\n{args.arch} img {frame[0]}x{frame[1]}, batch {args.batch_size}, {precision}, "
+                  f"{torch.get_num_threads()} threads, {args.num_workers} decode workers, {device}; {n} {args.split} "
+                  f"images of {data.name} ({args.size if not args.data else 'given'}), masks at their own resolution")
+            print(f"{'stage':<14}{'images':>8}{'seconds':>10}{'images/s':>10}{'ratio':>8}")
+            base = rows[0][2] / rows[0][1]
+            for name, secs, imgs in rows:
+                print(f"{name:<14}{imgs:>8}{secs:>10.2f}{imgs / secs:>10.1f}{imgs / secs / base:>8.2f}")
+            report_size(folder, n, k, eval_report.REPORT_IMAGES, args.project)
 
 
 if __name__ == "__main__":

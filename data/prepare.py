@@ -51,7 +51,7 @@ def parse_args(argv=None):
     p.add_argument("--out", type=Path, default=config.ARTIFACTS_DIR, help="where the artifact folders go")
     p.add_argument("--name", default=config.RAW_DATA_AT, help="raw artifact name")
     p.add_argument("--split-name", default=config.PROCESSED_DATA_AT, help="processed (split) artifact name")
-    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="worker processes")
+    p.add_argument("--workers", type=int, default=cores(), help="worker processes (default: one per CPU)")
     p.add_argument("--no-wandb", action="store_true", help="skip W&B logging (local folders only)")
     return p.parse_args(argv)
 
@@ -135,28 +135,34 @@ def check_args(args):
         raise UserError(f"--name and --split-name are both {args.name!r}: the two folders need different names")
 
 
+def cores() -> int:
+    """CPUs this process may run on (affinity aware)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def make_raw(raw, items, info, args, command):
-    """Fill the raw folder: images, masks, eda.csv, SOURCE.md, manifest.json; returns (imported, eda)."""
-    done, problems = import_all(items, raw, args.workers, args.skip_bad, 0 if args.no_wandb else TABLE_MAX_ROWS)
+    """Fill the raw folder: images, masks, eda.csv, SOURCE.md, manifest.json; returns (imported, eda, manifest)."""
+    done, problems, hashes = import_all(items, raw, args.workers, args.skip_bad, 0 if args.no_wandb else TABLE_MAX_ROWS)
     check_problems(problems, len(items), args.skip_bad, info.get("root") or info.get("images") or "synthetic")
     eda = get_eda(done)
     eda.to_csv(raw / layout.EDA_CSV, index=False)
     write_source_note(raw, args.name, info, problems, command)
-    layout.write_manifest(raw, name=args.name, type="raw_data", source=info["source"], source_details=info,
-                          n_images=len(eda), n_videos=int(eda.video.nunique()), skipped=problems)
-    return done, eda
+    manifest = layout.write_manifest(raw, known=hashes, name=args.name, type="raw_data", source=info["source"],
+                                     source_details=info, n_images=len(eda), n_videos=int(eda.video.nunique()),
+                                     skipped=problems)
+    return done, eda, manifest
 
 
-def make_split(raw, proc, eda, info, args, given=None):
+def make_split(raw, proc, eda, info, args, raw_files, given=None):
     """Split by video (or keep the `given` {name: stage}) and fill the processed folder; returns (split, metadata)."""
     split_df = split.given_split(eda, given) if given else split.split(eda, args.fractions, args.seed, args.stratify)
-    build_processed(raw, proc, split_df)
+    linked = build_processed(raw, proc, split_df, raw_files)
     fractions = (split_df.Stage.value_counts(normalize=True).reindex(list(layout.STAGES), fill_value=0).round(4)
                  if given else dict(zip(layout.STAGES, args.fractions)))
     meta = {"name": args.split_name, "raw_data": args.name, "fractions": dict(fractions),
             "seed": args.seed, "stratify": split_df.attrs["stratify"],
             "images": {k: int((split_df.Stage == k).sum()) for k in layout.STAGES}}
-    layout.write_manifest(proc, type="split_data", **meta, source=info["source"])
+    layout.write_manifest(proc, known=linked, type="split_data", **meta, source=info["source"])
     return split_df, meta
 
 
@@ -169,8 +175,8 @@ def main(argv=None):
     items, info, given = get_items(args)
     raw_dir, proc_dir = args.out / args.name, args.out / args.split_name
     with atomic_dir(raw_dir) as raw, atomic_dir(proc_dir) as proc:  # both or neither
-        done, eda = make_raw(raw, items, info, args, shlex.join(["python", "data/prepare.py", *argv]))
-        split_df, meta = make_split(raw, proc, eda, info, args, given)
+        done, eda, manifest = make_raw(raw, items, info, args, shlex.join(["python", "data/prepare.py", *argv]))
+        split_df, meta = make_split(raw, proc, eda, info, args, manifest["files"], given)
     t_data = time.time() - t0
     print(summarize(eda).to_string(float_format=lambda v: f"{v:.4f}"))
     print(split.describe(eda, split_df).to_string())

@@ -145,7 +145,8 @@ def test_metrics_match_independent_computation_and_report_is_complete(tiny_datas
     for f in files:
         stem = Path(f).stem
         for suffix in ("", "_true", "_pred"):
-            assert f"{eval_report.IMAGES}/{stem}{suffix}.png" in refs
+            assert f"{eval_report.IMAGES}/{stem}{suffix}.jpg" in refs  # thumbnail
+            assert f"{eval_report.IMAGES}/{stem}{suffix}_{eval_report.FULL}.jpg" in refs  # 2 images < 50: full size
     assert eval_report.CM_PNG in refs and eval_report.CM_COUNTS_PNG in refs
     assert all((folder / r).is_file() for r in refs), [r for r in refs if not (folder / r).is_file()]
     assert "http" not in (folder / eval_report.INDEX).read_text()  # self-contained
@@ -213,6 +214,36 @@ def test_resized_model_input_tta_and_valid_split(tiny_dataset, tmp_path, monkeyp
     assert got["valid_loss"] > 0
 
 
+def test_report_keeps_full_size_files_for_the_worst_k_only(tiny_dataset, tmp_path):
+    """--report_images K: every image gets JPEG thumbnails at most THUMB_WIDTH wide, only the K worst (first rows of
+    predictions.csv) get full-size overlays, a raw mask and a W&B image: the folder grows by thumbnails per image."""
+    ckpt = make_checkpoint(tmp_path / "models", tiny_dataset)
+    code, _ = run_eval(["--model", str(ckpt), "--split", "all", "--report_images", "2", "--num_workers", "0",
+                        "--out", str(tmp_path / "eval")])
+    assert code == 0
+    folder = tmp_path / "eval" / "resnet18-img64-test-all"
+    table = pd.read_csv(folder / eval_report.PREDS_CSV)
+    assert len(table) == 12
+    stems = [Path(f).stem for f in table.file]
+    full = f"_{eval_report.FULL}.jpg"
+    expected = {f"{eval_report.IMAGES}/{s}{suffix}.jpg" for s in stems for suffix in ("", "_true", "_pred")}
+    expected |= {f"{eval_report.IMAGES}/{s}{suffix}{full}" for s in stems[:2] for suffix in ("", "_true", "_pred")}
+    expected |= {f"{eval_report.MASKS}/{s}.png" for s in stems[:2]}
+    written = {str(p.relative_to(folder)) for sub in (eval_report.IMAGES, eval_report.MASKS)
+               for p in (folder / sub).iterdir()}
+    assert written == expected
+    for rel in expected:
+        im = Image.open(folder / rel)
+        if rel.endswith(full) or rel.startswith(eval_report.MASKS):
+            assert im.size == (112, 64)  # the masks' own size
+        else:
+            assert im.format == "JPEG" and im.width <= eval_report.THUMB_WIDTH
+    assert table[f"image_{eval_report.FULL}"].notna().tolist() == [True] * 2 + [False] * 10
+    run_dir = max((Path(os.environ["WANDB_DIR"]) / "wandb").glob("offline-run-*"))
+    logged = json.loads(next(run_dir.glob("files/media/table/predictions_*.table.json")).read_text())
+    assert [r[1] is not None for r in logged["data"]] == [True] * 2 + [False] * 10
+
+
 def test_tta_prediction_is_mirror_symmetric_on_a_mirror_symmetric_image():
     torch.manual_seed(0)
     model, _ = build_model("resnet18", 7, pretrained=False)
@@ -278,3 +309,16 @@ def test_bad_inputs_exit_2_with_the_file_named(tiny_dataset, tmp_path, monkeypat
     assert code == 2 and "no trained model" in err
 
     assert not (tmp_path / "eval").exists() or not any((tmp_path / "eval").iterdir())  # nothing half-written
+
+
+@pytest.mark.parametrize("n_classes", [7, 16])  # 7: uint8 codes, one bincount per image; 16: the batched index_add
+def test_image_confusions_equal_sklearn_per_image(n_classes):
+    from bddseg.evaluate import image_confusions
+    rng = np.random.default_rng(3)
+    target = rng.integers(0, n_classes, (3, 9, 13)).astype(np.uint8)
+    target[:, :2] = config.IGNORE
+    pred = rng.integers(0, n_classes, (3, 9, 13)).astype(np.uint8)
+    got = image_confusions(torch.from_numpy(pred), torch.from_numpy(target), n_classes).numpy()
+    for g, t, p in zip(got, target, pred):
+        keep = t != config.IGNORE
+        assert np.array_equal(g, confusion_matrix(t[keep], p[keep], labels=range(n_classes)))

@@ -325,3 +325,49 @@ def test_stages_warn_on_shared_videos_and_refuse_bad_combinations(tmp_path, caps
     r = run_prepare(*base, "--images", a_images, b_images, "--stages", "train,holdout")
     assert r.returncode == 2 and "unknown stage" in r.stderr
     assert_nothing_left(tmp_path / "x")
+
+
+# ---------------------------------------------------------------- same bytes as the committed import
+BEFORE = "ed632ef"  # the import code before it stopped decoding copied images and hashing files twice
+
+
+def committed_code(tmp_path):
+    """The package and data step as committed at BEFORE, unpacked into a temp folder (skip without git)."""
+    dest = tmp_path / "before"
+    dest.mkdir()
+    r = subprocess.run(f"git archive {BEFORE} bddseg data | tar -x -C {dest}", shell=True, cwd=ROOT,
+                       capture_output=True)
+    if r.returncode or not (dest / "data" / "prepare.py").is_file():
+        pytest.skip(f"commit {BEFORE} not available: {r.stderr.decode()[-200:]}")
+    return dest
+
+
+def run_in(code_root, cwd, *args):
+    """data/prepare.py of `code_root` (its own bddseg first on the import path) run in `cwd` with a relative --out."""
+    cwd.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(code_root)}
+    r = subprocess.run([sys.executable, str(code_root / "data" / "prepare.py"), *map(str, args), "--out", "out"],
+                       capture_output=True, text=True, cwd=cwd, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr
+    return cwd / "out"
+
+
+def test_outputs_are_byte_identical_to_the_committed_import(tmp_path):
+    before = committed_code(tmp_path)
+    bdd = make_bdd(tmp_path / "bdd", "colormaps", n=6)
+    images, masks = make_folder(tmp_path / "folder", [0, 3, 6, 8, 9, 11], n=6)
+    png = images / "seq2-000005.png"  # a PNG image among the JPEGs: copied too
+    Image.open(images / "seq2-000005.jpg").save(png)
+    (images / "seq2-000005.jpg").unlink()
+    sources = {"synthetic": [*SYN], "bdd": ["--source", "bdd100k", "--root", bdd],
+               "folder": ["--source", "folder", "--images", images, "--masks", masks, "--mapping", "camvid"]}
+    for name, args in sources.items():
+        old = run_in(before, tmp_path / f"{name}_old", *args, "--no-wandb")
+        new = run_in(ROOT, tmp_path / f"{name}_new", *args, "--no-wandb")
+        files = sorted(str(p.relative_to(old)) for p in old.rglob("*") if p.is_file())
+        assert files == sorted(str(p.relative_to(new)) for p in new.rglob("*") if p.is_file())
+        assert len(files) > 20
+        for f in files:  # every file, manifests and SOURCE.md included
+            assert (old / f).read_bytes() == (new / f).read_bytes(), (name, f)
+        for folder in new.iterdir():  # reused hashes are the files' own
+            assert layout.check_manifest(folder, full=True) == []
