@@ -24,7 +24,7 @@ from bddseg import config, eval_report, lookup
 from bddseg.atomic import atomic_dir
 from bddseg.cli import run_cli, str2bool
 from bddseg.device import get_device, precision_name, set_threads
-from bddseg.eval_data import SPLITS, cores, data_ref, eval_loader, input_size, split_rows
+from bddseg.eval_data import SPLITS, data_ref, eval_loader, input_size, split_rows
 from bddseg.evaluate import class_names, evaluate_split, per_class_table
 from bddseg.inference import load_model
 from bddseg.lineage import check_eval_data
@@ -48,7 +48,7 @@ def parse_args(argv=None):
                    help="horizontal-flip test-time augmentation (logits averaged)")
     p.add_argument("--mixed_precision", type=str2bool, default=True,
                    help="bf16/fp16 autocast under the same rule as training")
-    p.add_argument("--num_workers", type=int, default=cores(),
+    p.add_argument("--num_workers", type=int, default=config.cores(),
                    help="image-decoding worker processes (0 = in process; default one per CPU)")
     p.add_argument("--report_images", type=int, default=eval_report.REPORT_IMAGES,
                    help="the worst K images get full-size overlays, raw masks and a W&B image (others: thumbnails)")

@@ -47,6 +47,11 @@ def class_key(name: str) -> str:
 CLASS_KEYS = [class_key(n) for n in BDD_CLASSES.values()]  # metric keys in class-id order: <key>_iou
 
 
+def cores() -> int:
+    """CPUs this process may run on (cgroup/affinity aware): threads, decode workers and writers default to it."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 ASPECT = 16 / 9  # BDD frames are 16:9; img_size is the height, the width follows
 
 

@@ -4,10 +4,11 @@ The rule (train and eval share it): CUDA -> bf16 autocast when the GPU runs bf16
 fp16 with a GradScaler (T4, V100: torch would otherwise emulate bf16, slowly); CPU -> bf16 autocast when the CPU has
 native bf16 (AVX512-BF16/AMX), else fp32.
 """
-import os
 from contextlib import nullcontext
 
 import torch
+
+from bddseg import config
 
 
 def get_device(name=None) -> torch.device:
@@ -17,7 +18,7 @@ def get_device(name=None) -> torch.device:
 
 def set_threads(n=None) -> int:
     """Use one intra-op thread per CPU this process may run on (cgroup/affinity aware); returns the count."""
-    n = n or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    n = n or config.cores()
     torch.set_num_threads(n)
     return n
 

@@ -4,7 +4,6 @@ Inputs are resized to the model's input size exactly as in training (`loaders.lo
 bilinear); masks stay at their own resolution, where the metrics are computed. Each image and mask is decoded once:
 the report thumbnail comes from the same decoded image. Bad files fail as one UserError naming the file.
 """
-import os
 import sys
 from pathlib import Path
 
@@ -138,11 +137,6 @@ def collate(items):
         return errors[0]
     xs, masks, thumbs, idx = zip(*items)
     return torch.stack(xs), list(masks), list(thumbs), list(idx)
-
-
-def cores() -> int:
-    """CPUs this process may run on (affinity aware): the default number of decode workers."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def eval_loader(df: pd.DataFrame, meta: dict, batch_size: int = 8, num_workers: int = 1) -> DataLoader:

@@ -6,7 +6,6 @@ worst `report_images` images (by person IoU) are kept and written at full size a
 """
 import heapq
 import math
-import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -98,14 +97,9 @@ def write_worst(folder, heap: list, images: list, files: list, class_labels: dic
         i, thumb, mask, pred = item
         return files[i], save_full(folder, Path(files[i]).stem, images[i], mask, pred), \
             wandb_image(thumb, *fit_masks(thumb, mask, pred), class_labels)
-    with ThreadPoolExecutor(workers()) as pool:
+    with ThreadPoolExecutor(config.cores()) as pool:
         done = list(pool.map(one, [item for _, item in heap]))
     return {f: p for f, p, _ in done}, {f: w for f, _, w in done}
-
-
-def workers() -> int:
-    """Report writer threads: one per CPU (PIL's encoders release the GIL)."""
-    return os.cpu_count() or 1
 
 
 def evaluate_split(model, loader, meta: dict, device, folder, split: str, tta=False, mixed_precision=True,
@@ -120,7 +114,7 @@ def evaluate_split(model, loader, meta: dict, device, folder, split: str, tta=Fa
     class_labels = {**dict(enumerate(names)), config.IGNORE: "ignore"}
     cm = np.zeros((n_classes, n_classes), np.int64)
     loss_sum, rows, jobs, pending, heap = 0.0, [], {}, deque(), []
-    with ThreadPoolExecutor(workers()) as writer:  # JPEG encoding (GIL released) overlaps the next batch
+    with ThreadPoolExecutor(config.cores()) as writer:  # JPEG encoding (GIL released) overlaps the next batch
         for idx, thumbs, target, pred, loss in predict(model, loader, device, tta, mixed_precision):
             cms = image_confusions(pred, target, n_classes).cpu().numpy()
             masks, preds = target.cpu().numpy(), pred.cpu().numpy()

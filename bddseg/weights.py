@@ -49,8 +49,9 @@ def answers(host: str, port: int) -> bool:
 
 def offline_reason(url, env=OFFLINE_ENV):
     """Why `url` is not to be fetched now ('BDDSEG_OFFLINE=1', '<host> does not answer'), or None to go ahead."""
-    if os.environ.get(env) == "1" or os.environ.get(OFFLINE_ENV) == "1":
-        return f"{env if os.environ.get(env) == '1' else OFFLINE_ENV}=1"
+    for var in (env, OFFLINE_ENV):
+        if os.environ.get(var) == "1":
+            return f"{var}=1"
     u = urlparse(url)
     if not u.hostname:
         return f"{url!r} names no host (expected e.g. http://host/models)"

@@ -25,7 +25,7 @@ import torch
 
 from bddseg import config, device as dev, eval_report, inference
 from bddseg.checkpoint import save_checkpoint
-from bddseg.eval_data import cores, eval_loader
+from bddseg.eval_data import eval_loader
 from bddseg.models import build_model
 
 ROOT = config.ROOT
@@ -48,7 +48,7 @@ def parse_args():
     p.add_argument("--arch", default="resnet18")
     p.add_argument("--img_sizes", default="96,180", help="model input heights, comma-separated")
     p.add_argument("--batch_size", type=int, default=8)
-    p.add_argument("--num_workers", type=int, default=cores())
+    p.add_argument("--num_workers", type=int, default=config.cores())
     p.add_argument("--report_images", type=int, default=None,
                    help="eval.py's --report_images (default: its 50 per 2,000 images, scaled to the split)")
     p.add_argument("--project", type=int, default=2000, help="test images to project the report size for")

@@ -8,7 +8,6 @@ artifact (images, 7-class masks, EDA), split it by video into train/valid/test, 
         camvid/valannot --stages train,valid --mapping camvid-sign --clip 300     # keep the data's own split
 """
 import argparse
-import os
 import shlex
 import sys
 import time
@@ -51,7 +50,7 @@ def parse_args(argv=None):
     p.add_argument("--out", type=Path, default=config.ARTIFACTS_DIR, help="where the artifact folders go")
     p.add_argument("--name", default=config.RAW_DATA_AT, help="raw artifact name")
     p.add_argument("--split-name", default=config.PROCESSED_DATA_AT, help="processed (split) artifact name")
-    p.add_argument("--workers", type=int, default=cores(), help="worker processes (default: one per CPU)")
+    p.add_argument("--workers", type=int, default=config.cores(), help="worker processes (default: one per CPU)")
     p.add_argument("--no-wandb", action="store_true", help="skip W&B logging (local folders only)")
     return p.parse_args(argv)
 
@@ -133,11 +132,6 @@ def check_args(args):
         raise UserError("--stages keeps the given split: --fractions and --stratify do not apply")
     if args.name == args.split_name:
         raise UserError(f"--name and --split-name are both {args.name!r}: the two folders need different names")
-
-
-def cores() -> int:
-    """CPUs this process may run on (affinity aware)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def make_raw(raw, items, info, args, command):
