@@ -104,3 +104,30 @@ def test_database_connections_are_checked_and_recycled(postgres_url):
     from bddseg.sweeper import storage as st
     engine = st.get_storage(postgres_url).engine
     assert engine.pool._pre_ping and engine.pool._recycle == st.POOL_RECYCLE
+
+
+def test_claim_lock_is_held_on_the_study_the_agent_uses(tmp_path, postgres_url, monkeypatch, capsys):
+    """The agent locks `study._storage`, which Optuna wraps in a cache: the advisory lock must still be taken."""
+    from sqlalchemy import create_engine, text
+
+    from bddseg.sweeper import storage as st
+    from bddseg.sweeper.study import load_sweep
+    monkeypatch.chdir(tmp_path)
+    path = write_config(tmp_path / "lock.yaml", {"x": {"values": [0.1, 0.2]}}, method="random", name="pg-lock")
+    assert sweep.main(["--storage", postgres_url, "create", str(path)]) == 0
+    sid = capsys.readouterr().out.split("Created sweep with ID: ")[1].split()[0]
+    study, _ = load_sweep(sid, st.get_storage(postgres_url))
+    other = create_engine(st.sqlalchemy_url(postgres_url))
+
+    def free() -> bool:  # can another session take the sweep's lock right now?
+        with other.connect() as conn:
+            got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": st.lock_key(sid)}).scalar()
+            if got:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": st.lock_key(sid)})
+            return got
+
+    assert free()
+    with st.claim_lock(study._storage, study.study_name):
+        assert not free()
+    assert free()
+    other.dispose()

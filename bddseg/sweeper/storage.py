@@ -148,7 +148,12 @@ def lock_key(name: str) -> int:
 
 @contextmanager
 def claim_lock(storage, sweep_id: str):
-    """Only one agent of the sweep at a time inside (journal: a lock file; PostgreSQL: an advisory lock)."""
+    """Only one agent of the sweep at a time inside (journal: a lock file; PostgreSQL: an advisory lock).
+
+    `study._storage` of an RDB study is Optuna's _CachedStorage around the RDBStorage: the lock goes on the latter.
+    """
+    if isinstance(storage, optuna.storages._CachedStorage):
+        storage = storage._backend
     if isinstance(storage, JournalHeartbeatStorage):
         with open(storage.path.with_name(f"{storage.path.name}.claim-{sweep_id}.lock"), "a") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
