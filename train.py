@@ -35,11 +35,12 @@ from bddseg.loaders import get_dls
 from bddseg.losses import CLASS_WEIGHTS, LOSSES, class_frequencies, loss_from_config
 from bddseg.metrics import seg_metrics
 from bddseg.models import build_model, param_groups
+from bddseg.operating_point import AutoCrop
 from bddseg.precision import AutocastMixedPrecision, StopOnNonFinite
 from bddseg.lineage import manifest_sha256
 from bddseg.record import BestCheckpoint, MetricsLog, WandbMetrics
 from bddseg.resolve import dataset_name, resolve_dataset
-from bddseg.schedule import TimeBudget, UnfreezeAt
+from bddseg.schedule import AnnealClassWeights, TimeBudget, UnfreezeAt
 from bddseg.tables import prediction_table
 from bddseg.training_run import TrainingRun
 
@@ -69,6 +70,8 @@ def parse_args(argv=None):
     p.add_argument("--loss", default="ce", choices=LOSSES)
     p.add_argument("--class_weights", default="none", choices=CLASS_WEIGHTS,
                    help="pixel-frequency class weights from the train masks (wce defaults to sqrt_inv)")
+    p.add_argument("--weight_anneal", type=str2bool, default=False,
+                   help="class weights go from their values to 1 over the schedule (plain weights at the end)")
     p.add_argument("--freeze_epochs", type=int, default=1,
                    help="epochs with the pretrained encoder frozen before unfreezing (0 = never)")
     p.add_argument("--num_workers", type=int, default=0, help="threads for the one-time decode (0 = one per core)")
@@ -78,8 +81,9 @@ def parse_args(argv=None):
                    help="also link the model into this W&B Registry collection (wandb-registry-model/NAME; online)")
     p.add_argument("--time_budget", type=float, default=0,
                    help="minutes of fitting: the one-cycle schedule follows the clock, --epochs is ignored (0 = off)")
-    p.add_argument("--crop", type=int, default=0,
-                   help="train on random crops this many px high (16:9) of the img_size frames (0 = whole frames)")
+    p.add_argument("--crop", type=parse_crop, default=0,
+                   help="train on random crops this many px high (16:9) of the img_size frames (0 = whole frames; "
+                        "auto, with --time_budget: picked from this machine's step time, bddseg/operating_point.py)")
     p.add_argument("--focus", type=float, default=0.0,
                    help="share of training crops centred on a pixel of a rare class (light, sign, person, bicycle)")
     p.add_argument("--oversample", type=float, default=1.0,
@@ -93,9 +97,22 @@ def parse_args(argv=None):
             p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     if args.lr <= 0 or args.freeze_epochs < 0 or args.num_workers < 0 or args.time_budget < 0:
         p.error("--lr must be > 0; --freeze_epochs, --num_workers and --time_budget must be >= 0")
-    if not 0 <= args.crop <= args.img_size or not 0 <= args.focus <= 1 or args.oversample < 1:
-        p.error(f"--crop must be 0..img_size ({args.img_size}), --focus 0..1 and --oversample >= 1")
+    if (args.crop != "auto" and not 0 <= args.crop <= args.img_size) or not 0 <= args.focus <= 1 \
+            or args.oversample < 1:
+        p.error(f"--crop must be 0..img_size ({args.img_size}) or auto, --focus 0..1 and --oversample >= 1")
+    if args.crop == "auto" and not args.time_budget:
+        p.error("--crop auto picks crops for a --time_budget: give one, or a crop size")
     return args
+
+
+def parse_crop(text):
+    """'auto' or a crop height in pixels."""
+    if str(text).lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a crop height in pixels or auto, got {text!r}")
 
 
 def run_name(config, pretrained_loaded) -> str:
@@ -103,8 +120,9 @@ def run_name(config, pretrained_loaded) -> str:
     parts = [config.arch.replace("/", "-"), f"img{config.img_size}", f"bs{config.batch_size}",
              f"lr{config.lr:.0e}", config.loss]
     parts += [config.class_weights] if config.class_weights != "none" else []
+    parts += ["anneal"] if config.weight_anneal else []
     parts += [] if config.augment else ["noaug"]
-    parts += [f"crop{config.crop}"] if config.crop and config.crop < config.img_size else []
+    parts += [f"crop{config.crop}"] if config.crop == "auto" or 0 < config.crop < config.img_size else []
     parts += [f"tb{config.time_budget:g}m"] if config.time_budget else []
     parts += [] if pretrained_loaded else ["scratch"]
     return "-".join(parts)
@@ -113,7 +131,7 @@ def run_name(config, pretrained_loaded) -> str:
 def get_data(config, data_path, device):
     """In-memory fastai DataLoaders at the configured frame size (decoded once); crops and rare-class sampling."""
     size = cfg.frame_size(config.img_size)
-    crop = cfg.frame_size(config.crop) if config.crop and config.crop < config.img_size else None
+    crop = cfg.frame_size(config.crop) if config.crop != "auto" and 0 < config.crop < config.img_size else None
     return get_dls(data_path, size, config.batch_size, augment=config.augment, device=device,
                    threads=config.num_workers, seed=config.seed, out_size=crop, focus=config.focus,
                    oversample=config.oversample, channels_last=dev.use_channels_last(device))
@@ -144,7 +162,7 @@ def get_learner(config, dls, device):
     return learn, info, weights
 
 
-def train(config, learn, info, run_dir, save):
+def train(config, learn, info, run_dir, save, record=None):
     """fit_one_cycle with the run-record callbacks; encoder frozen for the first freeze_epochs when pretrained."""
     loaded = info.get("pretrained_loaded", False)
     freeze = config.freeze_epochs if loaded else 0
@@ -154,12 +172,16 @@ def train(config, learn, info, run_dir, save):
     ids = {"run_id": wandb.run.id if wandb.run else None, "run_dir": str(run_dir)}  # sweep agent: trial -> folder
     cbs = [MetricsLog(run_dir / "metrics.jsonl", extra=ids, echo=not sys.stdout.isatty()),
            BestCheckpoint(save, monitor="miou"), *([WandbMetrics()] if wandb.run else [])]
+    if config.weight_anneal:  # a no-op for a loss without class weights
+        cbs.append(AnnealClassWeights())
     if freeze:
         learn.freeze()
         cbs.append(UnfreezeAt(freeze))
     n_epoch = config.epochs
     if config.time_budget:
         cbs.append(TimeBudget(config.time_budget * 60))
+        if config.crop == "auto":
+            cbs.append(AutoCrop(config.img_size, config.time_budget * 60, cfg.frame_size, record))
         n_epoch = MAX_BUDGET_EPOCHS
         print(f"note: --time_budget {config.time_budget:g} min: the schedule follows the clock, --epochs is ignored",
               file=sys.stderr)
@@ -209,7 +231,7 @@ def main(argv=None):
                     "class_weight_values": weights}, info)
         print(f"training {run.wandb.name} on {config.dataset} ({dls.train.n} train / {dls.valid.n} valid images, "
               f"{device} {config.precision}, {threads} threads) -> {run.dir}", file=sys.stderr)
-        log, best = train(config, learn, info, run.dir, run.save)
+        log, best = train(config, learn, info, run.dir, run.save, run.record)
         if best.best_epoch is None:
             raise RuntimeError("no epoch produced a finite miou: no checkpoint was saved")
         final = final_metrics(learn, run.dir)

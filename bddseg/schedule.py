@@ -62,3 +62,26 @@ class TimeBudget(Callback):
     def after_epoch(self):
         if self.spent or self.progress() >= 1:
             raise CancelFitException()
+
+
+class AnnealClassWeights(Callback):
+    """Class weights of the loss go from their start values w0 to 1 (geometrically, w0 ** (1 - pct_train)).
+
+    Early steps give the rare classes gradient; late steps train with plain weights, so that background is not
+    over-painted with rare classes at the end. Follows pct_train (the clock under TimeBudget). In place, on the
+    loss's device: no host sync.
+    """
+    order = TimeBudget.order + 1  # after TimeBudget set pct_train
+
+    def before_fit(self):
+        self.targets = [m.weight for m in self.learn.loss_func.modules() if getattr(m, "weight", None) is not None]
+        self.start = [w.detach().clone() for w in self.targets]
+
+    def before_batch(self):
+        if self.training:
+            for w, w0 in zip(self.targets, self.start):
+                w.copy_(w0.pow(1 - self.learn.pct_train))
+
+    def after_fit(self):
+        for w in self.targets:
+            w.fill_(1.0)

@@ -82,6 +82,12 @@ class TrainingRun:
                      "config": run_config}
         return self.dir
 
+    def record(self, values: dict):
+        """Add what the run decided while training (e.g. --crop auto's pick) to its config and config.json."""
+        self.config.update(values, allow_val_change=True)
+        self.meta["config"] = run_config = dict(self.config.items())
+        write_json(self.dir / "config.json", run_config)
+
     def save(self, model, metrics, epoch):
         """Save a best-so-far checkpoint (atomically, keeping the record files beside it)."""
         self.meta.update(metrics=metrics, epoch=epoch)

@@ -53,13 +53,16 @@ def parse_args(argv=None):
     p.add_argument("--mapping", default="identity", help="class mapping of --test-masks (a prepare.py preset or JSON)")
     p.add_argument("--recipe", default="person", choices=list(config.RECIPES), help="train.py recipe")
     p.add_argument("--budget", type=float, help="training minutes per arm (default: the recipe's time_budget)")
-    p.add_argument("--arms", nargs="+", default=["recipe", "course"], choices=["recipe", "course"])
+    p.add_argument("--arms", nargs="+", choices=["recipe", "recipe-fp32", "course"],
+                   help="default: recipe and course; on a CPU with native bf16 also recipe-fp32 (bf16 off, which "
+                        "stands in for a CPU without it)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--out", default=str(ROOT / "bench/out"))
     args = p.parse_args(argv)
     if bool(args.test) == bool(args.test_images) or bool(args.test_images) != bool(args.test_masks):
         p.error("give the test images either as --test FOLDER or as --test-images DIR --test-masks DIR")
     args.budget = args.budget or config.RECIPES[args.recipe].get("time_budget") or 21
+    args.arms = args.arms or ["recipe", *(["recipe-fp32"] if dev.cpu_has_bf16() else []), "course"]
     return args
 
 
@@ -81,20 +84,21 @@ def get_test(args, tmp) -> tuple:
     return tmp / "test", "test"
 
 
-def recipe_arm(args, test, split, tmp) -> dict:
-    """Train the recipe with train.py, score its best checkpoint with eval.py."""
-    t0 = time.time()
+def recipe_arm(args, test, split, tmp, fp32=False) -> dict:
+    """Train the recipe with train.py (fp32: bf16 off), score its best checkpoint with eval.py."""
+    t0, out = time.time(), tmp / ("recipe-fp32" if fp32 else "recipe")
     run([ROOT / "train.py", "--recipe", args.recipe, "--data", args.data, "--time_budget", args.budget,
-         "--seed", args.seed, "--output", tmp / "models"], tmp, stdout=subprocess.DEVNULL)
+         "--seed", args.seed, "--output", out / "models", *(["--mixed_precision", "False"] if fp32 else [])],
+        tmp, stdout=subprocess.DEVNULL)
     seconds = time.time() - t0
-    run_dir = next((tmp / "models").glob("*/*"))
+    run_dir = next((out / "models").glob("*/*"))
     summary = json.loads((run_dir / "summary.json").read_text())
-    run([ROOT / "eval.py", "--model", run_dir, "--data", test, "--split", split, "--out", tmp / "eval"], tmp,
+    run([ROOT / "eval.py", "--model", run_dir, "--data", test, "--split", split, "--out", out / "eval"], tmp,
         stdout=subprocess.DEVNULL)
-    metrics = json.loads(next((tmp / "eval").glob("*/metrics.json")).read_text())
+    metrics = json.loads(next((out / "eval").glob("*/metrics.json")).read_text())
     run_config = json.loads((run_dir / "config.json").read_text())
     epochs = len((run_dir / "metrics.jsonl").read_text().splitlines())
-    return {"name": f"recipe {args.recipe}", "seconds": round(seconds), "epochs": epochs,
+    return {"name": f"{args.recipe}-{run_config['precision']}", "seconds": round(seconds), "epochs": epochs,
             "best_epoch": summary["best_epoch"], "valid_miou": summary["best_metrics"]["miou"],
             "config": {k: run_config[k] for k in config.RECIPES[args.recipe] if k in run_config},
             "test": {k: metrics[f"{split}_{k}"] for k in ["miou", *(f"{c}_iou" for c in CLASS_KEYS), "pixel_acc"]}}
@@ -113,7 +117,7 @@ def course_arm(args, test, split) -> dict:
         learn.fit_one_cycle(MAX_EPOCHS, LR, cbs=[TimeBudget(args.budget * 60), keep])
     seconds = time.time() - t0
     learn.model.load_state_dict(best["state"])
-    return {"name": "course way", "seconds": round(seconds), "epochs": learn.epoch + 1, "best_epoch": keep.best_epoch,
+    return {"name": "course-fp32", "seconds": round(seconds), "epochs": learn.epoch + 1, "best_epoch": keep.best_epoch,
             "valid_miou": keep.best, "test": score_course(learn, test, split)}
 
 
@@ -128,6 +132,14 @@ def score_course(learn, test, split) -> dict:
         up = F.interpolate(p[None].float(), size=tuple(mask.shape), mode="bilinear", align_corners=False)
         cm = cm + confusion(up.argmax(1)[0], mask)
     return iou_from_confusion(cm)
+
+
+def cpu_model() -> str:
+    """The CPU's model name as lscpu shows it (from /proc/cpuinfo)."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
 
 
 def cell(v) -> str:
@@ -159,14 +171,18 @@ def main(argv=None):
             sys.exit(f"error: {test}: no images in stage {split!r}")
         print(f"budget {args.budget:g} min per arm; training data {args.data}; test {test} ({split}, {images} images)",
               file=sys.stderr)
+        print(f"CPU: {cpu_model()}, native bf16: {dev.cpu_has_bf16()}; arms: {', '.join(args.arms)}", file=sys.stderr)
         for arm in args.arms:
-            results.append(recipe_arm(args, test, split, tmp) if arm == "recipe" else course_arm(args, test, split))
+            results.append(course_arm(args, test, split) if arm == "course" else
+                           recipe_arm(args, test, split, tmp, fp32=arm == "recipe-fp32"))
             print(f"done: {results[-1]['name']}: test miou {results[-1]['test']['miou']:.4f}, "
                   f"person {results[-1]['test']['person_iou']:.4f}", file=sys.stderr, flush=True)
+    print(f"\nCPU: {cpu_model()}, native bf16: {dev.cpu_has_bf16()}, {os.cpu_count()} CPUs")
     print_table(results, images, split)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "quality.json").write_text(json.dumps({"budget_min": args.budget, "data": str(args.data),
+    (out / "quality.json").write_text(json.dumps({"budget_min": args.budget, "data": str(args.data), "cpu": cpu_model(),
+                                                  "cpu_bf16": dev.cpu_has_bf16(),
                                                   "test_images": images, "results": results}, indent=2) + "\n")
     print(f"\nwritten: {out / 'quality.json'}")
 

@@ -21,7 +21,7 @@ from bddseg.eda import get_eda, summarize
 from bddseg.importer import build_processed, check_problems, import_all, write_source_note
 
 SOURCE_OPTIONS = {"synthetic": {"n", "size", "frames_per_video"}, "bdd100k": {"root", "limit"},
-                  "folder": {"images", "masks", "mapping", "video_delim", "clip", "limit", "stages"}}
+                  "folder": {"images", "masks", "mapping", "video_delim", "clip", "limit", "stages", "hold_out"}}
 
 
 def parse_args(argv=None):
@@ -39,6 +39,9 @@ def parse_args(argv=None):
     p.add_argument("--stages", type=parse_stages,
                    help="folder: the stage of each image folder, e.g. train,valid: keep a split the data already "
                         "has instead of splitting (--fractions and --stratify then do not apply)")
+    p.add_argument("--hold-out", type=lambda t: tuple(v.strip() for v in t.split(",") if v.strip()),
+                   help="folder, with --stages: these video groups of the train folders become the valid stage, "
+                        "e.g. 0001TP (a selection set split from train by sequence)")
     p.add_argument("--mapping", default="identity",
                    help=f"folder: source id -> class, a preset ({', '.join(sources.MAPPINGS)}) or a JSON file")
     p.add_argument("--video-delim", help="folder: video = file stem before this (default '_' for camvid, else '-')")
@@ -109,6 +112,8 @@ def get_items(args):
         found, mapping = sources.folder_items(images, masks, args.mapping, args.limit, delim, args.clip)
         items += found
         stages.update({it.name: args.stages[i] for it in found} if args.stages else {})
+    if args.hold_out:
+        stages = hold_out(items, stages, args.hold_out)
     names = [it.name for it in items]
     if len(set(names)) < len(names):
         dup = sorted({n for n in names if names.count(n) > 1})[:5]
@@ -116,7 +121,23 @@ def get_items(args):
     return items, {"source": "folder", "images": " ".join(str(Path(f).resolve()) for f in args.images),
                    "masks": " ".join(str(Path(f).resolve()) for f in args.masks), "mapping": mapping,
                    "video_delim": delim, "clip": args.clip, "limit": args.limit,
-                   "stages": ",".join(args.stages) if args.stages else None}, stages or None
+                   "stages": ",".join(args.stages) if args.stages else None,
+                   **({"hold_out": ",".join(args.hold_out)} if args.hold_out else {})}, stages or None
+
+
+def hold_out(items, stages: dict, videos: tuple) -> dict:
+    """{name: stage} with the train frames of `videos` moved to valid (a selection set split off by sequence)."""
+    if not stages:
+        raise UserError("--hold-out needs --stages (it moves video groups of the train folders to valid)")
+    def held(video: str) -> bool:  # a group 'seq' or, with --clip, 'seq@k': 'seq' holds out all its clips
+        return video in videos or video.split("@")[0] in videos
+    train_videos = {it.video for it in items if stages[it.name] == "train"}
+    unknown = [v for v in videos if not any(v in (t, t.split("@")[0]) for t in train_videos)]
+    if unknown:
+        raise UserError(f"--hold-out {','.join(unknown)}: no such video group in the train folders "
+                        f"(they have {', '.join(sorted(train_videos)[:8])})")
+    return {it.name: "valid" if stages[it.name] == "train" and held(it.video) else stages[it.name]
+            for it in items}
 
 
 def check_args(args):

@@ -26,7 +26,7 @@ def quality(tiny_dataset, tmp_path_factory):
         (test_images / name).symlink_to(layout.image_path(tiny_dataset, name))
         (test_masks / f"{Path(name).stem}.png").symlink_to(layout.label_path(tiny_dataset, name))
     cmd = [sys.executable, "bench/quality.py", "--data", str(tiny_dataset), "--test-images", str(test_images),
-           "--test-masks", str(test_masks), "--budget", "0.03", "--out", str(tmp / "out")]
+           "--test-masks", str(test_masks), "--budget", "0.03", "--out", str(tmp / "out"), "--arms", "recipe-fp32", "course"]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     return r, json.loads((tmp / "out" / "quality.json").read_text())
@@ -35,7 +35,8 @@ def quality(tiny_dataset, tmp_path_factory):
 def test_both_arms_scored_on_the_same_test_images(quality):
     r, q = quality
     assert q["test_images"] == 2 and q["budget_min"] == 0.03
-    assert [x["name"] for x in q["results"]] == ["recipe person", "course way"]
+    assert [x["name"] for x in q["results"]] == ["person-fp32", "course-fp32"]  # bf16 off: the recipe ran in fp32
+    assert q["cpu"] and isinstance(q["cpu_bf16"], bool) and "native bf16" in r.stdout
     for x in q["results"]:
         assert x["epochs"] >= 1 and x["best_epoch"] >= 1 and x["seconds"] < 120
         for key in ["miou", "pixel_acc", *(f"{c}_iou" for c in CLASS_KEYS)]:
@@ -49,7 +50,7 @@ def test_table_lists_every_class_for_both_arms(quality):
     r, _ = quality
     table = r.stdout[r.stdout.index("IoU per class"):]
     for label in [*CLASS_KEYS, "mIoU", "pixel acc", "valid mIoU", "seconds"]:
-        row = next(line for line in table.splitlines() if line.strip().startswith(label))
+        row = next(line for line in table.splitlines()[2:] if line.split()[:len(label.split())] == label.split())
         assert len(row.split()) - len(label.split()) == 2, row
 
 

@@ -64,7 +64,7 @@ def test_recipes_set_defaults_and_flags_win():
 
 def test_names():
     c = SimpleNamespace(arch="resnet18", img_size=180, batch_size=8, lr=2e-3, loss="ce", class_weights="none",
-                        augment=True, time_budget=0, crop=0)
+                        augment=True, time_budget=0, crop=0, weight_anneal=False)
     assert train.run_name(c, True) == "resnet18-img180-bs8-lr2e-03-ce"
     assert train.run_name(c, False) == "resnet18-img180-bs8-lr2e-03-ce-scratch"
     c.arch, c.class_weights, c.augment, c.time_budget = "timm/convnext_tiny", "sqrt_inv", False, 20

@@ -1,0 +1,98 @@
+"""--crop auto (bddseg/operating_point.py) and annealed class weights (schedule.AnnealClassWeights)."""
+import json
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+from test_train import run
+
+import train
+
+from bddseg import config
+from bddseg.loaders import TensorLoader
+from bddseg.losses import get_loss
+from bddseg.operating_point import MIN_STEPS, AutoCrop, pick_crop
+from bddseg.schedule import AnnealClassWeights
+
+
+def test_whole_frames_when_the_budget_buys_enough_steps():
+    assert pick_crop(180, step_s=1.2, budget_s=21 * 60) == 0  # 1050 steps: the bf16 CPU's operating point
+    assert pick_crop(180, step_s=21 * 60 / MIN_STEPS, budget_s=21 * 60) == 0
+
+
+@pytest.mark.parametrize("step_s", [2.0, 3.3, 5.0])
+def test_crops_bring_the_steps_up_to_the_minimum(step_s):
+    budget = 21 * 60
+    crop = pick_crop(180, step_s, budget)
+    assert crop % 8 == 0 and 96 <= crop < 180
+    steps_at = lambda h: budget / (step_s * (h / 180) ** 2)  # noqa: E731  (step time ~ pixels)
+    assert steps_at(crop) >= MIN_STEPS > steps_at(crop + 8) or crop == 96
+    assert crop == max(int(180 * math.sqrt(budget / step_s / MIN_STEPS)) // 8 * 8, 96)
+
+
+def test_never_below_half_the_frame():
+    assert pick_crop(180, step_s=60, budget_s=60) == 96  # ceil(90 / 8) * 8
+    assert pick_crop(64, step_s=1, budget_s=1) == 32
+
+
+def loader():
+    x, y = torch.zeros(4, 3, 64, 112, dtype=torch.uint8), torch.zeros(4, 64, 112, dtype=torch.uint8)
+    return TensorLoader(x, y, bs=2, shuffle=True)
+
+
+@pytest.mark.parametrize("step_s,crop", [(0.5, 0), (3.3, 104)])
+def test_the_pick_sets_the_train_loader_and_is_recorded(step_s, crop):
+    recorded, train = {}, loader()
+    cb = AutoCrop(180, 21 * 60, config.frame_size, recorded.update)
+    cb.learn = SimpleNamespace(dls=SimpleNamespace(train=train))
+    cb.choose(step_s)
+    assert cb.picked == crop and recorded["crop_picked"] == crop and recorded["probe_step_s"] == step_s
+    assert recorded["probe_steps_in_budget"] == round(21 * 60 / step_s)
+    if crop:
+        assert train.out_size == config.frame_size(crop) and train.augment is not None
+        x, y = next(iter(train))
+        assert x.shape[-2:] == y.shape[-2:] == config.frame_size(crop)
+    else:
+        assert train.out_size is None and train.augment is None
+
+
+def test_class_weights_anneal_to_one():
+    w0 = torch.tensor([0.5, 1.0, 4.0])
+    loss = get_loss("dice_ce", w0.clone())
+    learn = SimpleNamespace(loss_func=loss, pct_train=0.0, training=True)
+    cb = AnnealClassWeights()
+    cb.learn = learn
+    cb.before_fit()
+    for pct in (0.0, 0.5, 0.75):
+        learn.pct_train = pct
+        cb.before_batch()
+        for w in (loss.weight, loss.ce.weight):  # Dice's weights and cross-entropy's
+            assert torch.allclose(w, w0 ** (1 - pct))
+    learn.training = False
+    learn.pct_train = 0.9
+    cb.before_batch()  # validation batches leave the weights alone
+    assert torch.allclose(loss.weight, w0 ** 0.25)
+    cb.after_fit()
+    assert torch.equal(loss.ce.weight, torch.ones(3))
+
+
+def test_train_py_picks_and_records_a_crop(tiny_dataset, tmp_path):
+    r = run(["--img_size", "64", "--batch_size", "2", "--time_budget", "0.05", "--crop", "auto",
+             "--class_weights", "sqrt_inv", "--weight_anneal", "True", "--pretrained", "False"], tmp_path, tiny_dataset)
+    assert r.rc == 0, r.err[-3000:]
+    assert "--crop auto:" in r.err
+    d = r.runs[0]
+    assert "-sqrt_inv-anneal-cropauto-tb0.05m-" in d.name
+    c = json.loads((d / "config.json").read_text())
+    assert c["crop"] == "auto" and c["probe_step_s"] > 0
+    assert c["crop_picked"] == pick_crop(64, c["probe_step_s"], 0.05 * 60)  # 3 s buy far fewer than 1000 steps
+    assert json.loads((d / "meta.json").read_text())["config"]["crop_picked"] == c["crop_picked"]
+
+
+def test_crop_auto_needs_a_time_budget(capsys):
+    with pytest.raises(SystemExit) as e:
+        train.parse_args(["--crop", "auto"])
+    assert e.value.code == 2 and "--crop auto" in capsys.readouterr().err
+    assert train.parse_args(["--crop", "AUTO", "--time_budget", "5"]).crop == "auto"
+    assert train.parse_args(["--crop=96"]).crop == 96
