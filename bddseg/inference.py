@@ -1,7 +1,8 @@
 """A checkpoint as a predictor: eval mode on the device, optional flip TTA, predictions at each mask's own resolution.
 
 Logits are resized back to the mask bilinearly, then argmax: metrics never see a resized mask. The resize, argmax and
-loss run batched on the model's device; nothing is read back to the host here.
+loss run batched on the model's device; nothing is read back to the host here. On the CPU the resize is done only
+where it can change the argmax (`upsampled_argmax`), and the loss is taken at the model's resolution (`image_loss`).
 """
 import torch
 import torch.nn.functional as F
@@ -62,10 +63,16 @@ def same_size(masks) -> list:
 def score(logits, target) -> tuple:
     """(argmax of the logits resized bilinearly to the masks' size as uint8, summed cross-entropy over the masks).
 
-    One image at a time (its upsampled logits stay in cache); max and argmax in one pass, the log-sum-exp reusing the
-    max: the cross-entropy of `F.cross_entropy(..., ignore_index=IGNORE, reduction="sum")` at 25% less cost."""
+    CPU: `upsampled_argmax` (only class boundaries interpolated) and `image_loss` at the model's resolution. Other
+    devices (where finding the boundary pixels would wait for the device): the full resize, one image at a time,
+    max and argmax in one pass, and the cross-entropy at the masks' resolution, its log-sum-exp reusing the max.
+    """
     preds, loss = [], 0.0
     for lg, t in zip(logits, target):
+        if lg.device.type == "cpu" and len(lg) < CODE_NONE:
+            preds.append(upsampled_argmax(lg, tuple(t.shape)))
+            loss = loss + image_loss(lg, t)
+            continue
         up = F.interpolate(lg[None], size=tuple(t.shape), mode="bilinear", align_corners=False)[0]
         top, pred = up.max(0)
         keep = t != config.IGNORE
@@ -73,3 +80,60 @@ def score(logits, target) -> tuple:
         loss = loss + torch.where(keep, top + (up - top).exp_().sum(0).log_() - picked, 0).sum()
         preds.append(pred.to(torch.uint8))
     return torch.stack(preds), loss
+
+
+# ------------------------------------------------------------------ argmax of bilinearly upsampled logits, CPU
+CODE_NONE = 255  # "the 2x2 source pixels disagree": such output pixels are interpolated
+MAX_BOUNDARY = 0.15  # share of output pixels to interpolate one by one, above which the whole resize is cheaper
+
+
+def source_index(n_in: int, n_out: int) -> tuple:
+    """(i0, i1, lambda0, lambda1) per output index: torch's bilinear source pixels and weights (align_corners=False,
+    float32 as its CPU kernel computes them)."""
+    scale = torch.tensor(float(n_in), dtype=torch.float32) / n_out
+    src = ((torch.arange(n_out, dtype=torch.float32) + 0.5) * scale - 0.5).clamp_(min=0)
+    i0 = src.long()
+    lam1 = src - i0
+    return i0, (i0 + 1).clamp_(max=n_in - 1), 1 - lam1, lam1
+
+
+def upsampled_argmax(lg, size) -> torch.Tensor:
+    """`F.interpolate(lg[None], size, mode="bilinear").argmax(1)[0]` as uint8, without resizing the C channels.
+
+    A bilinear output pixel is a convex combination of its 2x2 source pixels, the same weights for every class: where
+    the four share one argmax, the combination has that argmax too. So the low-resolution argmax, sampled at each
+    output pixel's top-left source, is the answer wherever its 2x2 block agrees; only the output pixels of blocks
+    that disagree (class boundaries, a few percent) are interpolated over the C classes.
+    """
+    (h, w), (H, W) = lg.shape[1:], size
+    low = lg.argmax(0).to(torch.uint8)
+    if (h, w) == (H, W):
+        return low
+    down = torch.cat([low[1:], low[-1:]])  # the 2x2 block of source pixel (i, j): i+1 and j+1 clamped at the edge
+    right, diag = (torch.cat([m[:, 1:], m[:, -1:]], 1) for m in (low, down))
+    code = torch.where((low == down) & (low == right) & (low == diag), low, CODE_NONE)
+    y0, y1, wy0, wy1 = source_index(h, H)
+    x0, x1, wx0, wx1 = source_index(w, W)
+    out = code.index_select(0, y0).index_select(1, x0)
+    ys, xs = (out == CODE_NONE).nonzero(as_tuple=True)
+    if len(ys) > MAX_BOUNDARY * H * W:  # noisy logits (an untrained model): the whole resize is cheaper
+        return F.interpolate(lg[None], size=size, mode="bilinear", align_corners=False)[0].argmax(0).to(torch.uint8)
+    if len(ys):
+        flat = lg.permute(1, 2, 0).reshape(h * w, -1)  # pixel-major (free for channels_last logits)
+        r0, r1, c0, c1 = y0[ys] * w, y1[ys] * w, x0[xs], x1[xs]
+        a, b = wx0[xs, None], wx1[xs, None]
+        v = (flat[r0 + c0] * a + flat[r0 + c1] * b) * wy0[ys, None] + \
+            (flat[r1 + c0] * a + flat[r1 + c1] * b) * wy1[ys, None]
+        out[ys, xs] = v.argmax(1).to(torch.uint8)
+    return out
+
+
+def image_loss(lg, t) -> torch.Tensor:
+    """Summed cross-entropy of one image: the mean over the model's output pixels (the mask sampled nearest to that
+    size), times the mask's scored pixels, so that the split's loss stays a mean over mask pixels (exactly the full-
+    resolution cross-entropy when the sizes match)."""
+    if t.shape == lg.shape[1:]:
+        return F.cross_entropy(lg[None], t[None].long(), ignore_index=config.IGNORE, reduction="sum")
+    small = F.interpolate(t[None, None].float(), size=tuple(lg.shape[1:]), mode="nearest")[0, 0].long()
+    mean = F.cross_entropy(lg[None], small[None], ignore_index=config.IGNORE)
+    return torch.nan_to_num(mean) * (t != config.IGNORE).sum()  # nan: no scored pixel at the model's resolution

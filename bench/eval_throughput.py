@@ -9,6 +9,8 @@ Rows per img size (same model, input size, batch and precision; ratios against t
   predict        bddseg.inference.predict: decode + resize, forward, logits resized to the mask, argmax, loss
   evaluate       bddseg.evaluate.evaluate_split: predict + metrics + per-image report files + W&B images
   eval.py        the whole command (incl. W&B offline run and the report page; imports excluded)
+The model is first fitted for --fit_steps steps on the train split: eval's CPU resize interpolates only at class
+boundaries (inference.upsampled_argmax), and an untrained model's noisy logits have boundaries everywhere.
 Then the report folder's size (thumbnails per image, full-size files per worst image) and its projection for a
 2,000-image test split (BDD100K) at the default --report_images.
 """
@@ -22,10 +24,12 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from bddseg import config, device as dev, eval_report, inference
 from bddseg.checkpoint import save_checkpoint
 from bddseg.eval_data import eval_loader
+from bddseg.loaders import get_dls
 from bddseg.models import build_model
 
 ROOT = config.ROOT
@@ -54,6 +58,9 @@ def parse_args():
     p.add_argument("--project", type=int, default=2000, help="test images to project the report size for")
     p.add_argument("--mixed_precision", type=int, default=1)
     p.add_argument("--repeats", type=int, default=1, help="timed passes per row after a warm-up (best kept)")
+    p.add_argument("--fit_steps", type=int, default=40,
+                   help="training steps on the train split before timing, so that predictions have regions as a "
+                        "trained model's do (eval's resize work depends on how many class boundaries there are)")
     return p.parse_args()
 
 
@@ -98,10 +105,32 @@ def report_size(folder, n_images, k, k_project, project):
     print(f"projected for {project} images, --report_images {k_project}: {projected / 1e6:.1f} MB (bound 100 MB)")
 
 
+def fit(model, data, frame, bs, steps, device):
+    """A few training steps (cross-entropy, AdamW) so that the model predicts regions rather than noise."""
+    if steps < 1:
+        return
+    t0, dls = time.perf_counter(), get_dls(data, frame, bs, device=device)
+    opt, done = torch.optim.AdamW(model.parameters(), 3e-3), 0
+    model.to(device).train()
+    while done < steps:
+        for x, y in dls.train:
+            with dev.autocast_context(device, True):
+                loss = F.cross_entropy(model(x).float(), y, ignore_index=config.IGNORE)
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            done += 1
+            if done == steps:
+                break
+    model.eval()
+    print(f"fitted {steps} steps in {time.perf_counter() - t0:.0f} s (last loss {loss.item():.3f})", file=sys.stderr)
+
+
 def bench_size(args, data, tmp, device, img_size):
     """Time the rows at one input size; returns (rows, frame, images, precision)."""
     model, _ = build_model(args.arch, len(config.BDD_CLASSES), pretrained=False)
     frame = config.frame_size(img_size)
+    fit(model, data, frame, args.batch_size, args.fit_steps, device)
     meta = {"arch": args.arch, "n_classes": len(config.BDD_CLASSES),
             "classes": {str(k): v for k, v in config.BDD_CLASSES.items()}, "img_size": img_size,
             "frame_size": list(frame), "dataset": data.name, "data_path": str(data), "run_id": "bench",

@@ -1,16 +1,21 @@
 """Quality at an equal CPU budget: a train.py recipe vs the course-way baseline, per-class IoU side by side.
 
+    python bench/quality.py --data artifacts/camvid_ho --test artifacts/camvid_ho --split test   # README "Recipes"
     python bench/quality.py --data artifacts/camvid --test-images camvid/test --test-masks camvid/testannot \
         --mapping camvid-sign                                  # 21 min each (the recipe's budget), then both scored
     python bench/quality.py --data artifacts/bdd_simple_1k_split --test artifacts/bdd_simple_1k_split --budget 5
+    python bench/quality.py ... --arms recipe --train-args "--crop 0"        # an A/B of one recipe setting
 
-Both arms train on --data (train stage to fit, valid stage to choose the best epoch by miou) for the same wall-clock
+Each arm trains on --data (train stage to fit, valid stage to choose the best epoch by miou) for the same wall-clock
 budget, on the same machine, one after the other:
-- recipe: `train.py --recipe NAME --time_budget B` (the project's U-Net, bf16, the recipe's loss, size and crops),
-  scored by `eval.py` on the test images;
+- recipe: `train.py --recipe NAME --time_budget B` (the project's U-Net, bf16 where the CPU has it, the recipe's
+  loss, size and crops), scored by `eval.py` on the test images;
+- recipe-fp32: the same with `--mixed_precision False` (bf16 off: how a CPU without bf16 fares); run by default
+  on a CPU with native bf16, where `recipe` is the bf16 row;
 - course way: bench/course_way.py (fastai unet_learner resnet18 from scratch, fp32, 96 px, plain CE, one-cycle at
   2e-3 fitted to the same clock), scored here with the same metric code (fastai's class probabilities upsampled
   to each mask's size; eval.py upsamples logits).
+The CPU model and whether it has native bf16 head the output (figures hold for that CPU only).
 Test images: an image folder + mask folder + class mapping (imported by data/prepare.py), or a processed dataset
 folder and its --split. Figures go to stdout and bench/out/quality.json.
 """
@@ -18,6 +23,7 @@ import argparse
 import copy
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -52,6 +58,8 @@ def parse_args(argv=None):
     p.add_argument("--test-masks", help="folder of their masks")
     p.add_argument("--mapping", default="identity", help="class mapping of --test-masks (a prepare.py preset or JSON)")
     p.add_argument("--recipe", default="person", choices=list(config.RECIPES), help="train.py recipe")
+    p.add_argument("--train-args", default="", help="more train.py flags for the recipe arms (e.g. '--crop 0': "
+                   "an A/B against the recipe as it is)")
     p.add_argument("--budget", type=float, help="training minutes per arm (default: the recipe's time_budget)")
     p.add_argument("--arms", nargs="+", choices=["recipe", "recipe-fp32", "course"],
                    help="default: recipe and course; on a CPU with native bf16 also recipe-fp32 (bf16 off, which "
@@ -88,7 +96,8 @@ def recipe_arm(args, test, split, tmp, fp32=False) -> dict:
     """Train the recipe with train.py (fp32: bf16 off), score its best checkpoint with eval.py."""
     t0, out = time.time(), tmp / ("recipe-fp32" if fp32 else "recipe")
     run([ROOT / "train.py", "--recipe", args.recipe, "--data", args.data, "--time_budget", args.budget,
-         "--seed", args.seed, "--output", out / "models", *(["--mixed_precision", "False"] if fp32 else [])],
+         "--seed", args.seed, "--output", out / "models", *(["--mixed_precision", "False"] if fp32 else []),
+         *shlex.split(args.train_args)],
         tmp, stdout=subprocess.DEVNULL)
     seconds = time.time() - t0
     run_dir = next((out / "models").glob("*/*"))
@@ -100,7 +109,7 @@ def recipe_arm(args, test, split, tmp, fp32=False) -> dict:
     epochs = len((run_dir / "metrics.jsonl").read_text().splitlines())
     return {"name": f"{args.recipe}-{run_config['precision']}", "seconds": round(seconds), "epochs": epochs,
             "best_epoch": summary["best_epoch"], "valid_miou": summary["best_metrics"]["miou"],
-            "config": {k: run_config[k] for k in config.RECIPES[args.recipe] if k in run_config},
+            "config": {k: run_config[k] for k in [*config.RECIPES[args.recipe], "crop_picked"] if k in run_config},
             "test": {k: metrics[f"{split}_{k}"] for k in ["miou", *(f"{c}_iou" for c in CLASS_KEYS), "pixel_acc"]}}
 
 

@@ -129,10 +129,11 @@ def hold_out(items, stages: dict, videos: tuple) -> dict:
     """{name: stage} with the train frames of `videos` moved to valid (a selection set split off by sequence)."""
     if not stages:
         raise UserError("--hold-out needs --stages (it moves video groups of the train folders to valid)")
-    def held(video: str) -> bool:  # a group 'seq' or, with --clip, 'seq@k': 'seq' holds out all its clips
-        return video in videos or video.split("@")[0] in videos
+
+    def held(video: str, names=videos) -> bool:  # a group 'seq' or, with --clip, 'seq@k': 'seq' takes all its clips
+        return video in names or video.split("@")[0] in names
     train_videos = {it.video for it in items if stages[it.name] == "train"}
-    unknown = [v for v in videos if not any(v in (t, t.split("@")[0]) for t in train_videos)]
+    unknown = [v for v in videos if not any(held(t, (v,)) for t in train_videos)]
     if unknown:
         raise UserError(f"--hold-out {','.join(unknown)}: no such video group in the train folders "
                         f"(they have {', '.join(sorted(train_videos)[:8])})")

@@ -327,6 +327,28 @@ def test_stages_warn_on_shared_videos_and_refuse_bad_combinations(tmp_path, caps
     assert_nothing_left(tmp_path / "x")
 
 
+def test_hold_out_splits_a_selection_set_from_train_by_video(tmp_path):
+    tr_images, tr_masks = make_folder(tmp_path / "tr", [0, 1, 4], n=6, videos=3)  # seq0, seq1, seq2
+    te_images, te_masks = make_folder(tmp_path / "te", [0, 1, 5], n=3, videos=3)
+    for f in list(te_images.iterdir()) + list(te_masks.iterdir()):
+        f.rename(f.with_name("t" + f.name))
+    prepare.main(["--source", "folder", "--images", tr_images, te_images, "--masks", tr_masks, te_masks,
+                  "--stages", "train,test", "--hold-out", "seq1", "--out", tmp_path / "o", *FAST])
+    split = pd.read_csv(tmp_path / "o" / params.PROCESSED_DATA_AT / "data_split.csv")
+    stage = dict(zip(split.File_Name, split.Stage))
+    for f in tr_images.iterdir():
+        assert stage[f.name] == ("valid" if f.stem.startswith("seq1-") else "train"), f.name
+    assert all(stage[f.name] == "test" for f in te_images.iterdir())
+    assert "hold_out: seq1" in (tmp_path / "o" / params.RAW_DATA_AT / "SOURCE.md").read_text()
+    both = ["--images", tr_images, te_images, "--masks", tr_masks, te_masks]
+    for extra, message in [([*both, "--stages", "train,test", "--hold-out", "seq9"], "no such video group"),
+                           ([*both, "--stages", "test,test", "--hold-out", "tseq0"], "no such video group"),
+                           (["--images", tr_images, "--masks", tr_masks, "--hold-out", "seq1"], "needs --stages")]:
+        r = run_prepare("--source", "folder", *extra, "--out", tmp_path / "x", "--no-wandb")
+        assert r.returncode == 2 and message in r.stderr, (extra, r.stderr)
+    assert_nothing_left(tmp_path / "x")
+
+
 # ---------------------------------------------------------------- same bytes as the committed import
 BEFORE = "ed632ef"  # the import code before it stopped decoding copied images and hashing files twice
 
