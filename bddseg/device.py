@@ -35,6 +35,14 @@ def cpu_has_bf16() -> bool:
         return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (as lscpu shows it): bench figures say which CPU they came from."""
+    try:
+        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return "unknown CPU"
+
+
 def cuda_has_bf16() -> bool:
     """True when the current GPU runs bf16 natively (emulated bf16 on pre-Ampere GPUs does not count)."""
     return bool(torch.cuda.is_bf16_supported(including_emulation=False))

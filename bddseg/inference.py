@@ -2,7 +2,7 @@
 
 Logits are resized back to the mask bilinearly, then argmax: metrics never see a resized mask. The resize, argmax and
 loss run batched on the model's device; nothing is read back to the host here. On the CPU the resize is done only
-where it can change the argmax (`upsampled_argmax`), and the loss is taken at the model's resolution (`image_loss`).
+where it can change the argmax (`upsampled_argmax`); the loss is taken at the model's resolution (`image_loss`).
 """
 import torch
 import torch.nn.functional as F
@@ -61,24 +61,20 @@ def same_size(masks) -> list:
 
 
 def score(logits, target) -> tuple:
-    """(argmax of the logits resized bilinearly to the masks' size as uint8, summed cross-entropy over the masks).
+    """(argmax of the logits resized bilinearly to the masks' size as uint8, summed `image_loss` over the masks).
 
-    CPU: `upsampled_argmax` (only class boundaries interpolated) and `image_loss` at the model's resolution. Other
-    devices (where finding the boundary pixels would wait for the device): the full resize, one image at a time,
-    max and argmax in one pass, and the cross-entropy at the masks' resolution, its log-sum-exp reusing the max.
+    CPU: `upsampled_argmax` (only class boundaries interpolated). Other devices (where finding the boundary pixels
+    would wait for the device): the full resize, one image at a time. The loss is taken at the model's resolution
+    on every device, so `<split>_loss` compares across machines.
     """
     preds, loss = [], 0.0
     for lg, t in zip(logits, target):
         if lg.device.type == "cpu" and len(lg) < CODE_NONE:
             preds.append(upsampled_argmax(lg, tuple(t.shape)))
-            loss = loss + image_loss(lg, t)
-            continue
-        up = F.interpolate(lg[None], size=tuple(t.shape), mode="bilinear", align_corners=False)[0]
-        top, pred = up.max(0)
-        keep = t != config.IGNORE
-        picked = up.gather(0, torch.where(keep, t, 0).long()[None])[0]
-        loss = loss + torch.where(keep, top + (up - top).exp_().sum(0).log_() - picked, 0).sum()
-        preds.append(pred.to(torch.uint8))
+        else:
+            up = F.interpolate(lg[None], size=tuple(t.shape), mode="bilinear", align_corners=False)[0]
+            preds.append(up.argmax(0).to(torch.uint8))
+        loss = loss + image_loss(lg, t)
     return torch.stack(preds), loss
 
 
@@ -103,7 +99,8 @@ def upsampled_argmax(lg, size) -> torch.Tensor:
     A bilinear output pixel is a convex combination of its 2x2 source pixels, the same weights for every class: where
     the four share one argmax, the combination has that argmax too. So the low-resolution argmax, sampled at each
     output pixel's top-left source, is the answer wherever its 2x2 block agrees; only the output pixels of blocks
-    that disagree (class boundaries, a few percent) are interpolated over the C classes.
+    that disagree (class boundaries, a few percent) are interpolated over the C classes. The same labels as torch's
+    resize up to float rounding: a pixel whose two best classes tie to the last bit may differ.
     """
     (h, w), (H, W) = lg.shape[1:], size
     low = lg.argmax(0).to(torch.uint8)

@@ -1,7 +1,7 @@
 """`--crop auto`: the crop size of a time-budgeted run, picked from this machine's measured step time.
 
-A budget buys a number of optimizer steps, and a slow machine (a CPU without bf16: about 5x slower per step)
-buys too few on whole frames for a U-Net trained from scratch. `AutoCrop` times the run's first training steps
+A budget buys a number of optimizer steps, and a slow machine (a CPU without bf16: 2-5x slower per step) buys
+too few on whole frames for a U-Net trained from scratch. `AutoCrop` times the run's first training steps
 on whole frames; when the budget at that pace buys fewer than `MIN_STEPS`, it switches the train loader to
 random crops whose pixel count brings the step count up to `MIN_STEPS` (a step's cost is about linear in
 pixels), heights in multiples of 8, never below `MIN_SHARE` of the frame height. The choice is one line of
@@ -10,6 +10,7 @@ CamVid with an AVX2 CPU (README "Recipes"): the picked crops scored below whole 
 does not use it.
 """
 import math
+import statistics
 import sys
 import time
 
@@ -19,9 +20,9 @@ from fastai.callback.core import Callback
 from bddseg.loaders import Augment
 from bddseg.schedule import TimeBudget
 
-MIN_STEPS = 1000  # what 21 minutes buy at whole 180x320 frames on a bf16 CPU (27 epochs of 38 steps)
+MIN_STEPS = 1000  # what 21 minutes buy at whole 180x320 frames on a bf16 CPU (27 epochs of 45 steps: about 1,200)
 MIN_SHARE = 0.5  # crops no smaller than half the frame height (a quarter of its pixels)
-PROBE_STEPS = 4  # steps timed after one warm-up step
+WARMUP_STEPS, PROBE_STEPS = 3, 4  # the median of 4 training steps after 3 untimed ones (oneDNN set-up, allocations)
 
 
 def pick_crop(img_size: int, step_s: float, budget_s: float, min_steps=MIN_STEPS, min_share=MIN_SHARE) -> int:
@@ -34,27 +35,32 @@ def pick_crop(img_size: int, step_s: float, budget_s: float, min_steps=MIN_STEPS
 
 
 class AutoCrop(Callback):
-    """Time the first training steps on whole frames, then set the train loader's crop (see the module doc)."""
+    """Time training steps on whole frames, then set the train loader's crop (see the module doc).
+
+    Each step is timed from before_batch to after_batch (forward, loss, backward, optimizer step), so validation
+    passes and checkpoint writes between epochs never count."""
     order = TimeBudget.order + 1
 
     def __init__(self, img_size: int, budget_s: float, frame_size, record=None):
         self.img_size, self.budget_s, self.frame_size, self.record = img_size, budget_s, frame_size, record
-        self.picked = None
+        self.picked, self.times = None, []
 
-    def before_fit(self):
-        self.steps, self.t0 = 0, None
+    def sync(self):
+        if self.dls.train.device.type == "cuda":
+            torch.cuda.synchronize()  # only while probing: the steps' real duration, not their launch time
+
+    def before_batch(self):
+        if self.training and self.picked is None:
+            self.sync()
+            self.t0 = time.perf_counter()
 
     def after_batch(self):
         if not self.training or self.picked is not None:
             return
-        self.steps += 1
-        if self.steps == 1 or self.steps == PROBE_STEPS + 1:  # the end of the warm-up step / of the timed ones
-            if self.dls.train.device.type == "cuda":
-                torch.cuda.synchronize()  # once per run: the steps' real duration, not their launch time
-            if self.steps == 1:
-                self.t0 = time.perf_counter()
-            else:
-                self.choose((time.perf_counter() - self.t0) / PROBE_STEPS)
+        self.sync()
+        self.times.append(time.perf_counter() - self.t0)
+        if len(self.times) == WARMUP_STEPS + PROBE_STEPS:
+            self.choose(statistics.median(self.times[WARMUP_STEPS:]))
 
     def choose(self, step_s: float):
         """Set the crop for the rest of the run and record why."""

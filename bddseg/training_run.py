@@ -13,6 +13,7 @@ one summary line on stderr, a W&B alert (online, runs started by hand only: neve
 trial early: a normal end, status 'stopped', not a failed run); 1 failed or diverged (a non-finite loss, said in
 one line); 2 bad input; 130 Ctrl-C.
 """
+import json
 import os
 import signal
 import sys
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from bddseg import config
 from bddseg.atomic import write_json
-from bddseg.checkpoint import save_run_checkpoint
+from bddseg.checkpoint import META, save_run_checkpoint
 from bddseg.cli import UserError
 from bddseg.lineage import TRAIN_IMAGES, train_images
 from bddseg.model_artifact import log_model
@@ -83,10 +84,13 @@ class TrainingRun:
         return self.dir
 
     def record(self, values: dict):
-        """Add what the run decided while training (e.g. --crop auto's pick) to its config and config.json."""
+        """Add what the run decided while training (e.g. --crop auto's pick) to its config: config.json, and the
+        meta.json of a checkpoint already saved."""
         self.config.update(values, allow_val_change=True)
         self.meta["config"] = run_config = dict(self.config.items())
         write_json(self.dir / "config.json", run_config)
+        if (self.dir / META).exists():
+            write_json(self.dir / META, {**json.loads((self.dir / META).read_text()), "config": run_config})
 
     def save(self, model, metrics, epoch):
         """Save a best-so-far checkpoint (atomically, keeping the record files beside it)."""

@@ -4,7 +4,7 @@
     python bench/quality.py --data artifacts/camvid --test-images camvid/test --test-masks camvid/testannot \
         --mapping camvid-sign                                  # 21 min each (the recipe's budget), then both scored
     python bench/quality.py --data artifacts/bdd_simple_1k_split --test artifacts/bdd_simple_1k_split --budget 5
-    python bench/quality.py ... --arms recipe --train-args "--crop 0"        # an A/B of one recipe setting
+    python bench/quality.py ... --arms recipe --train-args "--crop auto"     # an A/B of one recipe setting
 
 Each arm trains on --data (train stage to fit, valid stage to choose the best epoch by miou) for the same wall-clock
 budget, on the same machine, one after the other:
@@ -58,7 +58,7 @@ def parse_args(argv=None):
     p.add_argument("--test-masks", help="folder of their masks")
     p.add_argument("--mapping", default="identity", help="class mapping of --test-masks (a prepare.py preset or JSON)")
     p.add_argument("--recipe", default="person", choices=list(config.RECIPES), help="train.py recipe")
-    p.add_argument("--train-args", default="", help="more train.py flags for the recipe arms (e.g. '--crop 0': "
+    p.add_argument("--train-args", default="", help="more train.py flags for the recipe arms (e.g. '--crop auto': "
                    "an A/B against the recipe as it is)")
     p.add_argument("--budget", type=float, help="training minutes per arm (default: the recipe's time_budget)")
     p.add_argument("--arms", nargs="+", choices=["recipe", "recipe-fp32", "course"],
@@ -143,14 +143,6 @@ def score_course(learn, test, split) -> dict:
     return iou_from_confusion(cm)
 
 
-def cpu_model() -> str:
-    """The CPU's model name as lscpu shows it (from /proc/cpuinfo)."""
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
-
-
 def cell(v) -> str:
     """A table cell: floats to 4 decimals, nan/None (JSON null) as nan, anything else as is."""
     if v is None or isinstance(v, float):
@@ -180,17 +172,19 @@ def main(argv=None):
             sys.exit(f"error: {test}: no images in stage {split!r}")
         print(f"budget {args.budget:g} min per arm; training data {args.data}; test {test} ({split}, {images} images)",
               file=sys.stderr)
-        print(f"CPU: {cpu_model()}, native bf16: {dev.cpu_has_bf16()}; arms: {', '.join(args.arms)}", file=sys.stderr)
+        print(f"CPU: {dev.cpu_model()}, native bf16: {dev.cpu_has_bf16()}; arms: {', '.join(args.arms)}",
+              file=sys.stderr)
         for arm in args.arms:
             results.append(course_arm(args, test, split) if arm == "course" else
                            recipe_arm(args, test, split, tmp, fp32=arm == "recipe-fp32"))
             print(f"done: {results[-1]['name']}: test miou {results[-1]['test']['miou']:.4f}, "
                   f"person {results[-1]['test']['person_iou']:.4f}", file=sys.stderr, flush=True)
-    print(f"\nCPU: {cpu_model()}, native bf16: {dev.cpu_has_bf16()}, {os.cpu_count()} CPUs")
+    print(f"\nCPU: {dev.cpu_model()}, native bf16: {dev.cpu_has_bf16()}, {os.cpu_count()} CPUs")
     print_table(results, images, split)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "quality.json").write_text(json.dumps({"budget_min": args.budget, "data": str(args.data), "cpu": cpu_model(),
+    (out / "quality.json").write_text(json.dumps({"budget_min": args.budget, "data": str(args.data),
+                                                  "cpu": dev.cpu_model(),
                                                   "cpu_bf16": dev.cpu_has_bf16(),
                                                   "test_images": images, "results": results}, indent=2) + "\n")
     print(f"\nwritten: {out / 'quality.json'}")

@@ -23,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from bddseg import config, layout
+from bddseg import device as dev
 
 ROOT = config.ROOT
 FULL_RELEASE = 8000  # BDD100K 10k sem-seg: 7,000 train + 1,000 val labelled frames
@@ -126,17 +127,9 @@ def chain(args, tmp, slope):
           "measured slope per frame; times scale linearly with the frames.")
 
 
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo."""
-    try:
-        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return "unknown CPU"
-
-
 def main():
     args = parse_args()
-    print(f"{os.cpu_count()} CPUs; {cpu_model()}")
+    print(f"{os.cpu_count()} CPUs; {dev.cpu_model()}")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         slopes = memory_slopes(args, tmp) if args.n else {}

@@ -127,9 +127,6 @@ def get_items(args):
 
 def hold_out(items, stages: dict, videos: tuple) -> dict:
     """{name: stage} with the train frames of `videos` moved to valid (a selection set split off by sequence)."""
-    if not stages:
-        raise UserError("--hold-out needs --stages (it moves video groups of the train folders to valid)")
-
     def held(video: str, names=videos) -> bool:  # a group 'seq' or, with --clip, 'seq@k': 'seq' takes all its clips
         return video in names or video.split("@")[0] in names
     train_videos = {it.video for it in items if stages[it.name] == "train"}
@@ -150,6 +147,8 @@ def check_args(args):
         raise UserError(f"{', '.join(given)} does not apply to --source {args.source}")
     if args.frames_per_video < 1 or (args.limit is not None and args.limit < 1) or args.workers < 1:
         raise UserError("--frames-per-video, --limit and --workers must be at least 1")
+    if args.hold_out is not None and not (args.stages and args.hold_out):
+        raise UserError("--hold-out VIDEO[,VIDEO] needs --stages (it moves video groups of the train folders to valid)")
     if args.stages and (args.fractions != defaults["fractions"] or args.stratify != defaults["stratify"]):
         raise UserError("--stages keeps the given split: --fractions and --stratify do not apply")
     if args.name == args.split_name:

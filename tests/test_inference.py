@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bddseg import config
-from bddseg.inference import MAX_BOUNDARY, score, upsampled_argmax
+from bddseg import config, inference
+from bddseg.inference import score, upsampled_argmax
 
 
 def smooth_logits(c, h, w, seed=0, period=8):
@@ -19,18 +19,41 @@ def reference(lg, size):
     return F.interpolate(lg[None], size=size, mode="bilinear", align_corners=False)[0].argmax(0).to(torch.uint8)
 
 
+def boundary_share(lg, size) -> float:
+    """Share of output pixels whose 2x2 source block disagrees on the argmax (what upsampled_argmax interpolates)."""
+    low = lg.argmax(0)
+    down = torch.cat([low[1:], low[-1:]])
+    right, diag = (torch.cat([m[:, 1:], m[:, -1:]], 1) for m in (low, down))
+    agree = ((low == down) & (low == right) & (low == diag)).to(torch.uint8)
+    y0 = inference.source_index(lg.shape[1], size[0])[0]
+    x0 = inference.source_index(lg.shape[2], size[1])[0]
+    return 1 - agree.index_select(0, y0).index_select(1, x0).float().mean().item()
+
+
 @pytest.mark.parametrize("low,size", [((24, 42), (180, 320)), ((45, 80), (360, 480)), ((18, 32), (18, 32)),
                                       ((7, 9), (13, 31)), ((40, 60), (30, 50)), ((33, 57), (100, 100))])
-def test_equals_the_full_resize_and_argmax(low, size):
+def test_equals_the_full_resize_and_argmax(low, size, monkeypatch):
+    monkeypatch.setattr(inference, "MAX_BOUNDARY", 1.0)  # never the fallback: the block test and the gathers answer
     for seed in range(3):
         lg = smooth_logits(7, *low, seed=seed, period=4)
         assert torch.equal(upsampled_argmax(lg, size), reference(lg, size))
 
 
-def test_noisy_logits_take_the_whole_resize():
+def test_a_model_like_frame_takes_the_fast_path(monkeypatch):
+    lg, size = smooth_logits(7, 96, 170, period=24), (720, 1280)  # a few regions, as a trained model's output
+    assert 0 < boundary_share(lg, size) < inference.MAX_BOUNDARY
+    monkeypatch.setattr(inference.F, "interpolate", None)  # the full resize is not called
+    got = upsampled_argmax(lg, size)
+    monkeypatch.undo()
+    assert torch.equal(got, reference(lg, size))
+
+
+def test_noisy_logits_take_the_whole_resize(monkeypatch):
     lg = torch.randn(7, 24, 42, generator=torch.Generator().manual_seed(1))  # an untrained model: boundaries everywhere
-    assert torch.equal(upsampled_argmax(lg, (180, 320)), reference(lg, (180, 320)))
-    assert 0 < MAX_BOUNDARY < 1
+    assert boundary_share(lg, (180, 320)) > inference.MAX_BOUNDARY
+    calls, resize = [], F.interpolate
+    monkeypatch.setattr(inference.F, "interpolate", lambda *a, **k: calls.append(1) or resize(*a, **k))
+    assert torch.equal(upsampled_argmax(lg, (180, 320)), reference(lg, (180, 320))) and calls
 
 
 def test_score_loss_at_the_model_resolution():
