@@ -93,6 +93,14 @@ def source_index(n_in: int, n_out: int) -> tuple:
     return i0, (i0 + 1).clamp_(max=n_in - 1), 1 - lam1, lam1
 
 
+def block_codes(low) -> torch.Tensor:
+    """Per source pixel (i, j): its label where the 2x2 block (i..i+1, j..j+1, clamped at the edge) agrees, else
+    CODE_NONE."""
+    down = torch.cat([low[1:], low[-1:]])
+    right, diag = (torch.cat([m[:, 1:], m[:, -1:]], 1) for m in (low, down))
+    return torch.where((low == down) & (low == right) & (low == diag), low, CODE_NONE)
+
+
 def upsampled_argmax(lg, size) -> torch.Tensor:
     """`F.interpolate(lg[None], size, mode="bilinear").argmax(1)[0]` as uint8, without resizing the C channels.
 
@@ -106,12 +114,9 @@ def upsampled_argmax(lg, size) -> torch.Tensor:
     low = lg.argmax(0).to(torch.uint8)
     if (h, w) == (H, W):
         return low
-    down = torch.cat([low[1:], low[-1:]])  # the 2x2 block of source pixel (i, j): i+1 and j+1 clamped at the edge
-    right, diag = (torch.cat([m[:, 1:], m[:, -1:]], 1) for m in (low, down))
-    code = torch.where((low == down) & (low == right) & (low == diag), low, CODE_NONE)
     y0, y1, wy0, wy1 = source_index(h, H)
     x0, x1, wx0, wx1 = source_index(w, W)
-    out = code.index_select(0, y0).index_select(1, x0)
+    out = block_codes(low).index_select(0, y0).index_select(1, x0)
     ys, xs = (out == CODE_NONE).nonzero(as_tuple=True)
     if len(ys) > MAX_BOUNDARY * H * W:  # noisy logits (an untrained model): the whole resize is cheaper
         return F.interpolate(lg[None], size=size, mode="bilinear", align_corners=False)[0].argmax(0).to(torch.uint8)
