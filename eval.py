@@ -24,7 +24,7 @@ from bddseg import config, eval_report, lookup
 from bddseg.atomic import atomic_dir
 from bddseg.cli import run_cli, str2bool
 from bddseg.device import get_device, precision_name, set_threads
-from bddseg.eval_data import SPLITS, data_ref, eval_loader, input_size, split_rows
+from bddseg.eval_data import SPLITS, data_ref, decode_workers, eval_loader, input_size, split_rows
 from bddseg.evaluate import class_names, evaluate_split, per_class_table
 from bddseg.inference import load_model
 from bddseg.lineage import check_eval_data
@@ -48,8 +48,9 @@ def parse_args(argv=None):
                    help="horizontal-flip test-time augmentation (logits averaged)")
     p.add_argument("--mixed_precision", type=str2bool, default=True,
                    help="bf16/fp16 autocast under the same rule as training")
-    p.add_argument("--num_workers", type=int, default=config.cores(),
-                   help="image-decoding worker processes (0 = in process; default one per CPU)")
+    p.add_argument("--num_workers", type=int, default=None,
+                   help="image-decoding worker processes (0 = on threads in process; default: one per CPU beside a "
+                        "GPU, 0 on a CPU)")
     p.add_argument("--report_images", type=int, default=eval_report.REPORT_IMAGES,
                    help="the worst K images get full-size overlays, raw masks and a W&B image (others: thumbnails)")
     p.add_argument("--out", default=None, help=f"report root folder (default {config.EVAL_DIR})")
@@ -97,7 +98,8 @@ def describe_eval(meta, args, model_dir, root, df, device) -> dict:
 
 def evaluate(model, meta, df, args, device, folder):
     """(metrics, cm, preds, W&B images) of the model over the rows; per-image report files go into `folder`."""
-    loader = eval_loader(df, meta, args.batch_size, args.num_workers)
+    workers = decode_workers(device) if args.num_workers is None else args.num_workers
+    loader = eval_loader(df, meta, args.batch_size, workers)
     return evaluate_split(model, loader, meta, device, folder, args.split, args.tta, args.mixed_precision,
                           args.report_images)
 

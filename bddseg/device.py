@@ -24,15 +24,19 @@ def set_threads(n=None) -> int:
 
 
 def cpu_has_bf16() -> bool:
-    """True when this CPU runs bf16 matmuls/convolutions natively (oneDNN's own check, else /proc/cpuinfo flags)."""
+    """True when this CPU runs bf16 matmuls/convolutions natively: /proc/cpuinfo's avx512_bf16 or amx_bf16 (x86) or
+    bf16 (Arm) flag; oneDNN's own check only where that file is missing. oneDNN alone also says yes on AVX-512 CPUs
+    without bf16 instructions (Skylake-SP and later), where it emulates bf16 at about half the fp32 speed
+    (uxlfoundation/oneDNN#493)."""
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except Exception:
+        with open("/proc/cpuinfo") as f:
+            flags = set(f.read().split())
+    except OSError:
         try:
-            flags = open("/proc/cpuinfo").read()
-        except OSError:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except Exception:
             return False
-        return "avx512_bf16" in flags or "amx_bf16" in flags
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
 def cpu_model() -> str:

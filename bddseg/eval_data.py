@@ -5,13 +5,14 @@ bilinear); masks stay at their own resolution, where the metrics are computed. E
 the report thumbnail comes from the same decoded image. Bad files fail as one UserError naming the file.
 """
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from bddseg import config, layout, loaders
 from bddseg.checkpoint import META
@@ -78,7 +79,7 @@ class EvalImages(Dataset):
 
     def __init__(self, df, size, n_classes):
         self.files, self.images, self.labels = list(df.File_Name), list(df.image), list(df.label)
-        self.size, self.n_classes = size, n_classes
+        self.size, self.n_classes, self.pool = size, n_classes, None
 
     def __len__(self):
         return len(self.images)
@@ -88,6 +89,18 @@ class EvalImages(Dataset):
             return self.load(i)
         except UserError as e:
             return e  # raised in the main process: one clear line instead of a worker traceback
+
+    def __getitems__(self, idx):
+        """A batch (the DataLoader's batched fetch): in the main process decoded on one thread per core (PIL and
+        numpy release the GIL) while the model waits, so decoding never competes with the forward for the cores."""
+        if get_worker_info() is not None or len(idx) < 2:
+            return [self[i] for i in idx]
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(config.cores(), thread_name_prefix="eval-decode")
+        return list(self.pool.map(self.__getitem__, idx))
+
+    def __getstate__(self):
+        return {**self.__dict__, "pool": None}  # threads do not travel to worker processes
 
     def load(self, i):
         """(input uint8 3 x h x w, mask uint8 H x W, report thumbnail, i); UserError naming a bad file."""
@@ -107,11 +120,11 @@ def read_mask(path, n_classes: int) -> np.ndarray:
         raise UserError(f"{path}: mask missing") from None
     except OSError as e:
         raise UserError(f"{path}: unreadable mask ({e})") from None
-    counts = np.bincount(mask.ravel(), minlength=256)
-    counts[[*range(n_classes), config.IGNORE]] = 0
-    if counts.any():
-        raise UserError(f"{path}: mask values {np.flatnonzero(counts).tolist()} outside the classes 0..{n_classes - 1}"
-                        f" and {config.IGNORE}")
+    if mask.size and mask.max() >= n_classes:  # one pass for the usual mask; two more where IGNORE pixels are
+        bad = np.unique(mask[(mask >= n_classes) & (mask != config.IGNORE)])
+        if bad.size:
+            raise UserError(f"{path}: mask values {bad.tolist()} outside the classes 0..{n_classes - 1} and "
+                            f"{config.IGNORE}")
     return mask
 
 
@@ -139,7 +152,14 @@ def collate(items):
     return torch.stack(xs), list(masks), list(thumbs), list(idx)
 
 
-def eval_loader(df: pd.DataFrame, meta: dict, batch_size: int = 8, num_workers: int = 1) -> DataLoader:
+def decode_workers(device) -> int:
+    """Default decode worker processes: one per core beside an accelerator; none on a CPU, where workers would take
+    the cores from the forward (2-core AMD EPYC, resnet18 at 180 px: eval 0.69x the bare forward with 2 workers,
+    0.77x with none; batches are then decoded on threads between forwards, `EvalImages.__getitems__`)."""
+    return 0 if torch.device(device).type == "cpu" else config.cores()
+
+
+def eval_loader(df: pd.DataFrame, meta: dict, batch_size: int = 8, num_workers: int = 0) -> DataLoader:
     """Batched, ordered loader over the rows (its dataset's `files` name them by index)."""
     ds = EvalImages(df, input_size(meta), len(meta["classes"]))
     return DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate,

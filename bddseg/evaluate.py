@@ -62,14 +62,16 @@ def per_class_table(metrics: dict, cm, names: list, split: str) -> pd.DataFrame:
 
 
 def image_confusions(pred, target, n_classes: int) -> torch.Tensor:
-    """N x C x C int64 confusion matrices (rows target, cols prediction) of N label maps on their device; IGNORE
-    pixels go to a spare bin that is dropped. CPU: one bincount of uint8 cell codes per image (10x less memory
-    traffic than int64 codes); other devices: one fixed-size index_add for the batch (bincount would sync)."""
+    """N x C x C int64 confusion matrices (rows target, cols prediction) of N label maps on their device.
+
+    CPU, C <= 15: one uint8 code per pixel, target * C + prediction wrapping at 256, so an IGNORE (255 = -1 mod 256)
+    pixel's code is 256 - C + prediction, past the C * C cells; one bincount per image (masks hold only class ids
+    and IGNORE: eval_data.read_mask checks). Other devices: one fixed-size index_add for the batch (bincount would
+    sync), IGNORE pixels in a spare bin that is dropped."""
     n, cells = len(pred), n_classes * n_classes
-    if pred.device.type == "cpu" and cells < 255:
-        codes = [torch.where(t == config.IGNORE, cells, t * n_classes + p) for t, p in zip(target, pred)]
-        return torch.stack([torch.bincount(c.reshape(-1), minlength=cells + 1)[:cells] for c in codes]).reshape(
-            n, n_classes, n_classes)
+    if pred.device.type == "cpu" and cells + n_classes <= 256 and config.IGNORE == 255:
+        codes = torch.add(pred, target, alpha=n_classes).reshape(n, -1)
+        return torch.stack([torch.bincount(c, minlength=256)[:cells] for c in codes]).reshape(n, n_classes, n_classes)
     image = torch.arange(n, device=pred.device).view(-1, *([1] * (pred.dim() - 1))) * cells
     idx = torch.where(target != config.IGNORE, image + target.long() * n_classes + pred.long(), n * cells).reshape(-1)
     counts = torch.zeros(n * cells + 1, dtype=torch.int64, device=idx.device).index_add_(0, idx, torch.ones_like(idx))

@@ -4,6 +4,7 @@ Logits are resized back to the mask bilinearly, then argmax: metrics never see a
 loss run batched on the model's device; nothing is read back to the host here. On the CPU the resize is done only
 where it can change the argmax (`upsampled_argmax`); the loss is taken at the model's resolution (`image_loss`).
 """
+import numpy as np
 import torch
 import torch.nn.functional as F
 from fastprogress.fastprogress import progress_bar
@@ -116,10 +117,11 @@ def upsampled_argmax(lg, size) -> torch.Tensor:
         return low
     y0, y1, wy0, wy1 = source_index(h, H)
     x0, x1, wx0, wx1 = source_index(w, W)
-    out = block_codes(low).index_select(0, y0).index_select(1, x0)
-    ys, xs = (out == CODE_NONE).nonzero(as_tuple=True)
-    if len(ys) > MAX_BOUNDARY * H * W:  # noisy logits (an untrained model): the whole resize is cheaper
+    codes = block_codes(low)
+    ys, xs = output_pixels(codes == CODE_NONE, y0, x0, MAX_BOUNDARY * H * W)
+    if ys is None:  # noisy logits (an untrained model): the whole resize is cheaper
         return F.interpolate(lg[None], size=size, mode="bilinear", align_corners=False)[0].argmax(0).to(torch.uint8)
+    out = torch.from_numpy(np.take(np.take(low.numpy(), y0.numpy(), 0), x0.numpy(), 1))  # 8x faster than index_select
     if len(ys):
         flat = lg.permute(1, 2, 0).reshape(h * w, -1)  # pixel-major (free for channels_last logits)
         r0, r1, c0, c1 = y0[ys] * w, y1[ys] * w, x0[xs], x1[xs]
@@ -130,12 +132,35 @@ def upsampled_argmax(lg, size) -> torch.Tensor:
     return out
 
 
+def output_pixels(cells, y0, x0, limit) -> tuple:
+    """(ys, xs) of the output pixels whose top-left source pixel (y0[ys], x0[xs]) is one of `cells` (h x w bool), found
+    from the source side (y0, x0 never decrease: each source row and column owns a run of output rows and columns);
+    (None, None) when there are more than `limit` of them."""
+    ny, nx = torch.bincount(y0, minlength=cells.shape[0]), torch.bincount(x0, minlength=cells.shape[1])
+    ci, cj = cells.nonzero(as_tuple=True)
+    per = ny[ci] * nx[cj]  # output pixels of each cell
+    if int(per.sum()) > limit:
+        return None, None
+    k = torch.repeat_interleave(per)  # the cell of each output pixel
+    local = torch.arange(len(k)) - (per.cumsum(0) - per)[k]
+    width = nx[cj[k]]
+    return (ny.cumsum(0) - ny)[ci[k]] + local // width, (nx.cumsum(0) - nx)[cj[k]] + local % width
+
+
+def nearest_index(n_in: int, n_out: int, device) -> torch.Tensor:
+    """Source index per output index of F.interpolate(mode="nearest") (float32 scale, as torch computes it): the
+    mask sampled without converting all its pixels to float."""
+    scale = torch.tensor(float(n_in), dtype=torch.float32) / n_out
+    return (torch.arange(n_out, dtype=torch.float32) * scale).long().clamp_(max=n_in - 1).to(device)
+
+
 def image_loss(lg, t) -> torch.Tensor:
     """Summed cross-entropy of one image: the mean over the model's output pixels (the mask sampled nearest to that
     size), times the mask's scored pixels, so that the split's loss stays a mean over mask pixels (exactly the full-
     resolution cross-entropy when the sizes match)."""
     if t.shape == lg.shape[1:]:
         return F.cross_entropy(lg[None], t[None].long(), ignore_index=config.IGNORE, reduction="sum")
-    small = F.interpolate(t[None, None].float(), size=tuple(lg.shape[1:]), mode="nearest")[0, 0].long()
+    (h, w), (H, W) = lg.shape[1:], t.shape
+    small = t.index_select(0, nearest_index(H, h, t.device)).index_select(1, nearest_index(W, w, t.device)).long()
     mean = F.cross_entropy(lg[None], small[None], ignore_index=config.IGNORE)
     return torch.nan_to_num(mean) * (t != config.IGNORE).sum()  # nan: no scored pixel at the model's resolution

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from bddseg import config, device as dev, eval_report, inference
 from bddseg.checkpoint import save_checkpoint
-from bddseg.eval_data import eval_loader
+from bddseg.eval_data import decode_workers, eval_loader
 from bddseg.loaders import get_dls
 from bddseg.models import build_model
 
@@ -52,7 +52,7 @@ def parse_args():
     p.add_argument("--arch", default="resnet18")
     p.add_argument("--img_sizes", default="96,180", help="model input heights, comma-separated")
     p.add_argument("--batch_size", type=int, default=8)
-    p.add_argument("--num_workers", type=int, default=config.cores())
+    p.add_argument("--num_workers", type=int, default=None, help="eval.py's --num_workers (default: its own)")
     p.add_argument("--report_images", type=int, default=None,
                    help="eval.py's --report_images (default: its 50 per 2,000 images, scaled to the split)")
     p.add_argument("--project", type=int, default=2000, help="test images to project the report size for")
@@ -138,8 +138,8 @@ def bench_size(args, data, tmp, device, img_size):
     ckpt = save_checkpoint(tmp / "models" / f"bench{img_size}", model, meta)
     out = tmp / f"eval{img_size}"
     argv = ["--model", str(ckpt), "--data", str(data), "--split", args.split, "--batch_size",
-            str(args.batch_size), "--num_workers", str(args.num_workers), "--mixed_precision",
-            str(bool(args.mixed_precision)), "--out", str(out)] + \
+            str(args.batch_size), "--mixed_precision", str(bool(args.mixed_precision)), "--out", str(out)] + \
+        ([] if args.num_workers is None else ["--num_workers", str(args.num_workers)]) + \
         ([] if args.report_images is None else ["--report_images", str(args.report_images)])
     ev = eval_script()
     eargs = ev.parse_args(argv)
@@ -153,6 +153,7 @@ def bench_size(args, data, tmp, device, img_size):
     if dev.use_channels_last(device):
         x = x.contiguous(memory_format=torch.channels_last)
     n_batches = -(-n // args.batch_size)
+    workers = decode_workers(device) if eargs.num_workers is None else eargs.num_workers
 
     def bare():
         with torch.inference_mode(), dev.autocast_context(device, eargs.mixed_precision):
@@ -160,7 +161,7 @@ def bench_size(args, data, tmp, device, img_size):
                 model(x)
 
     def predict():
-        loader = eval_loader(df, meta, eargs.batch_size, eargs.num_workers)
+        loader = eval_loader(df, meta, eargs.batch_size, workers)
         for _ in inference.predict(model, loader, device, False, eargs.mixed_precision):
             pass
 
@@ -173,7 +174,8 @@ def bench_size(args, data, tmp, device, img_size):
             ("predict", best_of(predict, args.repeats), n),
             ("evaluate", best_of(evaluate, args.repeats), n),
             ("eval.py", best_of(lambda: ev.main(argv), args.repeats), n)]
-    return rows, frame, n, dev.precision_name(device, eargs.mixed_precision), next(out.iterdir()), eargs.report_images
+    return rows, frame, n, dev.precision_name(device, eargs.mixed_precision), next(out.iterdir()), eargs.report_images, \
+        workers
 
 
 def main():
@@ -187,9 +189,9 @@ def main():
         os.environ.setdefault("WANDB_DIR", str(tmp))
         data = Path(args.data) if args.data else make_data(tmp, args.n, args.size)
         for img_size in (int(v) for v in args.img_sizes.split(",")):
-            rows, frame, n, precision, folder, k = bench_size(args, data, tmp, device, img_size)
+            rows, frame, n, precision, folder, k, workers = bench_size(args, data, tmp, device, img_size)
             print(f"\n{args.arch} img {frame[0]}x{frame[1]}, batch {args.batch_size}, {precision}, "
-                  f"{torch.get_num_threads()} threads, {args.num_workers} decode workers, {device}; {n} {args.split} "
+                  f"{torch.get_num_threads()} threads, {workers} decode workers, {device}; {n} {args.split} "
                   f"images of {data.name} ({args.size if not args.data else 'given'}), masks at their own resolution")
             print(f"{'stage':<14}{'images':>8}{'seconds':>10}{'images/s':>10}{'ratio':>8}")
             base = rows[0][2] / rows[0][1]

@@ -298,8 +298,9 @@ def test_bad_inputs_exit_2_with_the_file_named(tiny_dataset, tmp_path, monkeypat
     bad_file = layout.read_split(broken, "test").image[0]
     Path(bad_file).write_bytes(b"not a jpeg")
     layout.write_manifest(broken, name=broken.name, type="split_data", source="tests")  # so only decoding fails
-    code, err = run_eval(["--model", str(ckpt), "--data", str(broken), "--num_workers", "1", *out], capsys)
-    assert code == 2 and f"{bad_file}: unreadable image" in err and "Traceback" not in err
+    for workers in ("1", "0"):  # a worker process; decode threads in the main process (the CPU default)
+        code, err = run_eval(["--model", str(ckpt), "--data", str(broken), "--num_workers", workers, *out], capsys)
+        assert code == 2 and f"{bad_file}: unreadable image" in err and "Traceback" not in err
 
     code, err = run_eval(["--artifact", "me/proj/model:best", *out], capsys)
     assert code == 2 and "online" in err
@@ -311,7 +312,7 @@ def test_bad_inputs_exit_2_with_the_file_named(tiny_dataset, tmp_path, monkeypat
     assert not (tmp_path / "eval").exists() or not any((tmp_path / "eval").iterdir())  # nothing half-written
 
 
-@pytest.mark.parametrize("n_classes", [7, 16])  # 7: uint8 codes, one bincount per image; 16: the batched index_add
+@pytest.mark.parametrize("n_classes", [2, 7, 15, 16])  # up to 15: wrapping uint8 codes; 16: the batched index_add
 def test_image_confusions_equal_sklearn_per_image(n_classes):
     from bddseg.evaluate import image_confusions
     rng = np.random.default_rng(3)
@@ -322,3 +323,46 @@ def test_image_confusions_equal_sklearn_per_image(n_classes):
     for g, t, p in zip(got, target, pred):
         keep = t != config.IGNORE
         assert np.array_equal(g, confusion_matrix(t[keep], p[keep], labels=range(n_classes)))
+
+
+@pytest.mark.parametrize("values,bad", [([0, 9, 6], [9]), ([255, 9, 3, 200], [9, 200]), ([255, 0, 6], []),
+                                        ([0, 1], [])])
+def test_read_mask_refuses_values_outside_the_classes(tmp_path, values, bad):
+    """The confusion codes assume masks hold class ids and IGNORE only: anything else is refused, naming the file."""
+    from bddseg.eval_data import read_mask
+    path = tmp_path / "m.png"
+    Image.fromarray(np.array([values], np.uint8)).save(path)
+    if bad:
+        with pytest.raises(UserError, match=re.escape(f"{path}: mask values {bad} outside the classes 0..6")):
+            read_mask(path, 7)
+    else:
+        assert read_mask(path, 7).tolist() == [values]
+
+
+def test_overlay_blends_class_colours_and_leaves_ignore_pixels():
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 256, (6, 9, 3), dtype=np.uint8)
+    mask = rng.integers(0, 7, (6, 9), dtype=np.uint8)
+    mask[0] = config.IGNORE
+    got = eval_report.overlay(image, mask).astype(int)
+    colours = np.array([config.CLASS_COLORS[int(k)] for k in mask[1:].ravel()]).reshape(5, 9, 3)
+    assert np.abs(got[1:] - (image[1:] + colours) / 2).max() <= 1  # half image, half class colour
+    assert np.array_equal(got[0], image[0])
+
+
+def test_eval_loader_decodes_on_threads_in_order(tiny_dataset):
+    """Without worker processes a batch is decoded on threads (EvalImages.__getitems__): same items, same order as
+    one by one; the default is that on a CPU and one worker per core beside an accelerator."""
+    from bddseg.eval_data import decode_workers, eval_loader
+    df = layout.read_split(tiny_dataset, "train")
+    meta = {"classes": {str(k): v for k, v in config.BDD_CLASSES.items()}, "img_size": 32, "frame_size": [32, 56]}
+    loader = eval_loader(df, meta, batch_size=3, num_workers=0)
+    ds = loader.dataset
+    batches = list(loader)
+    assert ds.pool is not None  # the threads were used
+    assert [i for b in batches for i in b[3]] == list(range(len(df)))
+    for b in batches:
+        for x, mask, thumb, i in zip(*b):
+            one = ds.load(i)
+            assert torch.equal(x, one[0]) and torch.equal(mask, one[1]) and np.array_equal(thumb, one[2])
+    assert decode_workers("cpu") == 0 and decode_workers("cuda") == config.cores()

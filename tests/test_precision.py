@@ -164,3 +164,33 @@ def test_per_step_code_has_no_host_syncing_op():
     with SyncingOps() as ops:  # the recorder does see them
         x.sum().item(), torch.bincount(y.reshape(-1)), y[y > 0]
     assert set(ops.seen) >= {"_local_scalar_dense", "bincount"}
+
+
+@pytest.mark.parametrize("flags,native", [("fpu sse2 avx2 fma", False),
+                                          ("avx2 avx512f avx512bw avx512vl avx512dq", False),  # Skylake-SP: emulated
+                                          ("avx512f avx512bw avx512_bf16", True), ("avx2 amx_bf16 amx_tile", True),
+                                          ("fp asimd sve bf16 i8mm", True)])
+def test_cpu_has_bf16_reads_the_cpu_flags_not_onednn(monkeypatch, flags, native):
+    """oneDNN says yes on any AVX-512 CPU (it emulates bf16 there, slower than fp32): the flags decide."""
+    import builtins
+    import io
+    real_open = builtins.open
+    cpuinfo = f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n"
+    monkeypatch.setattr(builtins, "open", lambda f, *a, **k: io.StringIO(cpuinfo) if str(f) == "/proc/cpuinfo"
+                        else real_open(f, *a, **k))
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: "avx512f" in flags)
+    assert dev.cpu_has_bf16() is native
+
+
+def test_cpu_has_bf16_asks_onednn_without_proc_cpuinfo(monkeypatch):
+    import builtins
+    real_open = builtins.open
+
+    def no_cpuinfo(f, *a, **k):
+        if str(f) == "/proc/cpuinfo":
+            raise FileNotFoundError(f)
+        return real_open(f, *a, **k)
+    monkeypatch.setattr(builtins, "open", no_cpuinfo)
+    for answer in (True, False):
+        monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: answer)
+        assert dev.cpu_has_bf16() is answer
