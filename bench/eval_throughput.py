@@ -174,8 +174,8 @@ def bench_size(args, data, tmp, device, img_size):
             ("predict", best_of(predict, args.repeats), n),
             ("evaluate", best_of(evaluate, args.repeats), n),
             ("eval.py", best_of(lambda: ev.main(argv), args.repeats), n)]
-    return rows, frame, n, dev.precision_name(device, eargs.mixed_precision), next(out.iterdir()), eargs.report_images, \
-        workers
+    precision = dev.precision_name(device, eargs.mixed_precision)
+    return rows, frame, n, precision, next(out.iterdir()), eargs.report_images, workers
 
 
 def main():
