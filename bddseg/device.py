@@ -5,6 +5,7 @@ fp16 with a GradScaler (T4, V100: torch would otherwise emulate bf16, slowly); C
 native bf16 (AVX512-BF16/AMX), else fp32.
 """
 from contextlib import nullcontext
+from functools import lru_cache
 
 import torch
 
@@ -23,6 +24,7 @@ def set_threads(n=None) -> int:
     return n
 
 
+@lru_cache(maxsize=1)
 def cpu_has_bf16() -> bool:
     """True when this CPU runs bf16 matmuls/convolutions natively: /proc/cpuinfo's avx512_bf16 or amx_bf16 (x86) or
     bf16 (Arm) flag; oneDNN's own check only where that file is missing. oneDNN alone also says yes on AVX-512 CPUs

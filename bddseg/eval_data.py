@@ -5,6 +5,7 @@ bilinear); masks stay at their own resolution, where the metrics are computed. E
 the report thumbnail comes from the same decoded image. Bad files fail as one UserError naming the file.
 """
 import sys
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -97,6 +98,7 @@ class EvalImages(Dataset):
             return [self[i] for i in idx]
         if self.pool is None:
             self.pool = ThreadPoolExecutor(config.cores(), thread_name_prefix="eval-decode")
+            weakref.finalize(self, self.pool.shutdown, wait=False)  # threads end with the dataset
         return list(self.pool.map(self.__getitem__, idx))
 
     def __getstate__(self):
@@ -154,8 +156,9 @@ def collate(items):
 
 def decode_workers(device) -> int:
     """Default decode worker processes: one per core beside an accelerator; none on a CPU, where workers would take
-    the cores from the forward (2-core AMD EPYC, resnet18 at 180 px: eval 0.69x the bare forward with 2 workers,
-    0.77x with none; batches are then decoded on threads between forwards, `EvalImages.__getitems__`)."""
+    the cores from the forward (2-core AMD EPYC, resnet18 at 180 px: `evaluate_split` at 0.69x the bare forward's
+    images/s with 2 workers, 0.77x with none; batches are then decoded on threads between forwards,
+    `EvalImages.__getitems__`)."""
     return 0 if torch.device(device).type == "cpu" else config.cores()
 
 

@@ -149,9 +149,9 @@ def output_pixels(cells, y0, x0, limit) -> tuple:
 
 def nearest_index(n_in: int, n_out: int, device) -> torch.Tensor:
     """Source index per output index of F.interpolate(mode="nearest") (float32 scale, as torch computes it): the
-    mask sampled without converting all its pixels to float."""
-    scale = torch.tensor(float(n_in), dtype=torch.float32) / n_out
-    return (torch.arange(n_out, dtype=torch.float32) * scale).long().clamp_(max=n_in - 1).to(device)
+    mask sampled without converting all its pixels to float; made on the device (a copy there would wait for it)."""
+    scale = float(np.float32(n_in) / np.float32(n_out))  # exact in float32: the product is torch's
+    return (torch.arange(n_out, dtype=torch.float32, device=device) * scale).long().clamp_(max=n_in - 1)
 
 
 def image_loss(lg, t) -> torch.Tensor:

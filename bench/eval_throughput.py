@@ -127,7 +127,8 @@ def fit(model, data, frame, bs, steps, device):
 
 
 def bench_size(args, data, tmp, device, img_size):
-    """Time the rows at one input size; returns (rows, frame, images, precision)."""
+    """Time the rows at one input size; (rows, frame, images, precision, report folder, report_images, decode
+    workers)."""
     model, _ = build_model(args.arch, len(config.BDD_CLASSES), pretrained=False)
     frame = config.frame_size(img_size)
     fit(model, data, frame, args.batch_size, args.fit_steps, device)
@@ -190,8 +191,9 @@ def main():
         data = Path(args.data) if args.data else make_data(tmp, args.n, args.size)
         for img_size in (int(v) for v in args.img_sizes.split(",")):
             rows, frame, n, precision, folder, k, workers = bench_size(args, data, tmp, device, img_size)
+            decode = f"{workers} decode workers" if workers else "decoding on threads"
             print(f"\n{args.arch} img {frame[0]}x{frame[1]}, batch {args.batch_size}, {precision}, "
-                  f"{torch.get_num_threads()} threads, {workers} decode workers, {device}; {n} {args.split} "
+                  f"{torch.get_num_threads()} threads, {decode}, {device}; {n} {args.split} "
                   f"images of {data.name} ({args.size if not args.data else 'given'}), masks at their own resolution")
             print(f"{'stage':<14}{'images':>8}{'seconds':>10}{'images/s':>10}{'ratio':>8}")
             base = rows[0][2] / rows[0][1]

@@ -68,8 +68,14 @@ def test_score_loss_at_the_model_resolution():
     assert loss_same.item() == pytest.approx(exact.item(), rel=1e-6)
 
 
-@pytest.mark.parametrize("n_in,n_out", [(720, 180), (720, 96), (1280, 320), (1280, 171), (360, 180), (481, 97)])
-def test_nearest_index_is_torchs_nearest_resize(n_in, n_out):
-    x = torch.arange(n_in, dtype=torch.float32)[None, None, :, None]
+CUDA = pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"))
+
+
+@pytest.mark.parametrize("device", ["cpu", CUDA])
+@pytest.mark.parametrize("n_in,n_out", [(720, 180), (720, 96), (1280, 320), (1280, 171), (360, 180), (481, 97),
+                                        (7, 100), (1080, 1080)])
+def test_nearest_index_is_torchs_nearest_resize(n_in, n_out, device):
+    x = torch.arange(n_in, dtype=torch.float32, device=device)[None, None, :, None]
     expected = F.interpolate(x, size=(n_out, 1), mode="nearest")[0, 0, :, 0].long()
-    assert torch.equal(inference.nearest_index(n_in, n_out, "cpu"), expected)
+    got = inference.nearest_index(n_in, n_out, device)
+    assert got.device.type == device and torch.equal(got, expected)

@@ -179,7 +179,11 @@ def test_cpu_has_bf16_reads_the_cpu_flags_not_onednn(monkeypatch, flags, native)
     monkeypatch.setattr(builtins, "open", lambda f, *a, **k: io.StringIO(cpuinfo) if str(f) == "/proc/cpuinfo"
                         else real_open(f, *a, **k))
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: "avx512f" in flags)
-    assert dev.cpu_has_bf16() is native
+    dev.cpu_has_bf16.cache_clear()  # read once per process: read again under the fake file
+    try:
+        assert dev.cpu_has_bf16() is native
+    finally:
+        dev.cpu_has_bf16.cache_clear()
 
 
 def test_cpu_has_bf16_asks_onednn_without_proc_cpuinfo(monkeypatch):
@@ -191,6 +195,10 @@ def test_cpu_has_bf16_asks_onednn_without_proc_cpuinfo(monkeypatch):
             raise FileNotFoundError(f)
         return real_open(f, *a, **k)
     monkeypatch.setattr(builtins, "open", no_cpuinfo)
-    for answer in (True, False):
-        monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: answer)
-        assert dev.cpu_has_bf16() is answer
+    try:
+        for answer in (True, False):
+            monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: answer)
+            dev.cpu_has_bf16.cache_clear()
+            assert dev.cpu_has_bf16() is answer
+    finally:
+        dev.cpu_has_bf16.cache_clear()
