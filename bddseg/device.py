@@ -24,29 +24,34 @@ def set_threads(n=None) -> int:
     return n
 
 
+def cpuinfo() -> str:
+    """The text of /proc/cpuinfo, or '' where there is none (not Linux)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
 @lru_cache(maxsize=1)
 def cpu_has_bf16() -> bool:
     """True when this CPU runs bf16 matmuls/convolutions natively: /proc/cpuinfo's avx512_bf16 or amx_bf16 (x86) or
     bf16 (Arm) flag; oneDNN's own check only where that file is missing. oneDNN alone also says yes on AVX-512 CPUs
     without bf16 instructions (Skylake-SP and later), where it emulates bf16 at about half the fp32 speed
     (uxlfoundation/oneDNN#493)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = set(f.read().split())
-    except OSError:
+    info = cpuinfo()
+    if not info:
         try:
             return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
         except Exception:
             return False
-    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+    return bool(set(info.split()) & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
 def cpu_model() -> str:
     """The CPU's model name from /proc/cpuinfo (as lscpu shows it): bench figures say which CPU they came from."""
-    try:
-        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return "unknown CPU"
+    return next((line.split(":", 1)[1].strip() for line in cpuinfo().splitlines() if line.startswith("model name")),
+                "unknown CPU")
 
 
 def cuda_has_bf16() -> bool:
