@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset, get_worker_info
 from bddseg import config, layout, loaders
 from bddseg.checkpoint import META
 from bddseg.cli import UserError
-from bddseg.eval_report import thumbnail_size
+from bddseg.eval_report import THUMB_WIDTH, thumbnail_size
 
 SPLITS = ("test", "valid", "all")  # 'all' = every labelled image of the dataset
 
@@ -141,7 +141,7 @@ def read_image(path, size, mask_shape) -> tuple:
             rgb = im.convert("RGB")
     except OSError as e:
         raise UserError(f"{path}: unreadable image ({e})") from None
-    th, tw = thumbnail_size(*mask_shape, max_width=rgb.width)
+    th, tw = thumbnail_size(*mask_shape, max_width=min(THUMB_WIDTH, rgb.width))  # never upscaled
     return np.array(rgb.resize((w, h), Image.BILINEAR)), np.asarray(rgb.resize((tw, th), Image.BILINEAR))
 
 
@@ -165,5 +165,6 @@ def decode_workers(device) -> int:
 def eval_loader(df: pd.DataFrame, meta: dict, batch_size: int = 8, num_workers: int = 0) -> DataLoader:
     """Batched, ordered loader over the rows (its dataset's `files` name them by index)."""
     ds = EvalImages(df, input_size(meta), len(meta["classes"]))
+    config.reuse_image_memory()  # before any worker is forked
     return DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate,
                       num_workers=num_workers, persistent_workers=False)

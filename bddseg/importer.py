@@ -15,14 +15,16 @@ from bddseg.cli import UserError
 MAX_PROBLEMS = 20  # without --skip-bad, stop after this many bad pairs and report them
 
 
-def import_all(items, root, workers, skip_bad, thumbs=0):
+def import_all(items, root, workers, skip_bad, thumbs=0, meanwhile=None):
     """Load, check and write every item into root/images and root/labels (thumbnails for the first `thumbs`);
-    returns (imported, problems, {relative path: {size, sha256}} of the written files)."""
+    `meanwhile()` runs in this process once the workers are busy. Returns (imported, problems, {relative path:
+    {size, sha256}} of the written files)."""
     (root / layout.IMAGES).mkdir()
     (root / layout.LABELS).mkdir()
+    config.reuse_image_memory()  # before the workers are forked: they inherit it
     done, problems, hashes = [], [], {}
     tasks = [(item, i < thumbs, root) for i, item in enumerate(items)]
-    for r, files in ordered_map(run_task, tasks, workers):
+    for r, files in ordered_map(run_task, tasks, workers, meanwhile):
         if r.error:
             problems.append(r.error)
             if not skip_bad and len(problems) >= MAX_PROBLEMS:
@@ -33,13 +35,18 @@ def import_all(items, root, workers, skip_bad, thumbs=0):
     return done, problems, hashes
 
 
-def ordered_map(fn, tasks, workers):
-    """map() in input order, spread over `workers` processes when more than one."""
+def ordered_map(fn, tasks, workers, meanwhile=None):
+    """map() in input order, spread over `workers` processes when more than one; `meanwhile()` is called once the
+    tasks are handed out (before the first result), while the workers run."""
+    meanwhile = meanwhile or (lambda: None)
     if workers <= 1:
+        meanwhile()
         yield from map(fn, tasks)
         return
-    with Pool(workers) as pool:
-        yield from pool.imap(fn, tasks, chunksize=8)
+    with Pool(workers) as pool:  # the workers are forked here, before `meanwhile` can start any thread
+        results = pool.imap(fn, tasks, chunksize=8)
+        meanwhile()
+        yield from results
 
 
 def run_task(task):

@@ -68,6 +68,7 @@ def load_split(root, stage, size, threads=0):
         raise UserError(f"{Path(root) / layout.SPLIT_CSV}: no rows with Stage == {stage!r}")
     images = torch.empty((len(df), 3, *size), dtype=torch.uint8)
     masks = torch.empty((len(df), *size), dtype=torch.uint8)
+    config.reuse_image_memory()
 
     def fill(i):
         img, mask = load_pair(df.image.iloc[i], df.label.iloc[i], size)

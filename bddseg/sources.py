@@ -192,13 +192,14 @@ def encode_other(data, fmt, rgb, classes, counts) -> tuple:
 
 
 def map_ids(ids: Image.Image, lut: np.ndarray, label: str, where) -> tuple:
-    """(uint8 class ids, pixels per class id) of a one-channel 8-bit mask image, by PIL's histogram and point table
-    (C loops, no copy through numpy); BadPair naming `where` and the values the mapping does not cover."""
+    """(class ids as an 8-bit image, pixels per class id) of a one-channel 8-bit mask image, by PIL's histogram and
+    point table (C loops, no copy through numpy: the image is encoded as it is); BadPair naming `where` and the
+    values the mapping does not cover."""
     hist = np.array(ids.histogram(), np.int64)
     bad = np.flatnonzero((hist > 0) & (lut == OUTSIDE))
     if bad.size:
         raise BadPair(f"{where}: mask values {bad[:10].tolist()} not in the class mapping {label}")
-    return np.asarray(ids.point(np.where(lut == OUTSIDE, 0, lut).tolist())), class_counts(hist, lut)
+    return ids.point(np.where(lut == OUTSIDE, 0, lut).tolist()), class_counts(hist, lut)
 
 
 @dataclass
@@ -218,20 +219,21 @@ class Imported:
 
 
 def import_item(item: Item, thumb: bool = False) -> Imported:
-    """Load one item, encode its mask and hash both files; a BadPair becomes `error` (the caller stops or skips)."""
+    """Load one item, encode its mask (uint8 array or 8-bit image of class ids) and hash both files; a BadPair
+    becomes `error` (the caller stops or skips)."""
     try:
         data, ext, mask, rgb, counts = item.load()
     except BadPair as e:
         return Imported(item.name, item.video, error=str(e))
-    buf = io.BytesIO()
-    Image.fromarray(mask, "L").save(buf, "PNG")
-    counts = np.bincount(mask.ravel(), minlength=256) if counts is None else counts
+    buf, mask = io.BytesIO(), mask if isinstance(mask, Image.Image) else Image.fromarray(mask, "L")
+    mask.save(buf, "PNG")
+    counts = np.array(mask.histogram(), np.int64) if counts is None else counts
     out = Imported(item.name, item.video, data, ext, buf.getvalue(), counts, hashlib.sha256(data).hexdigest(),
                    hashlib.sha256(buf.getvalue()).hexdigest())
     if thumb:
         rgb = np.asarray(Image.open(io.BytesIO(data)).convert("RGB")) if rgb is None else rgb
         out.thumb = np.asarray(Image.fromarray(rgb).resize(THUMB, Image.BILINEAR))
-        out.thumb_mask = np.asarray(Image.fromarray(mask).resize(THUMB, Image.NEAREST))
+        out.thumb_mask = np.asarray(mask.resize(THUMB, Image.NEAREST))
     return out
 
 

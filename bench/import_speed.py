@@ -76,9 +76,10 @@ def run_prepare(code, out, args, workers):
     """Seconds of one whole data/prepare.py run of `code` (its bddseg first on the import path)."""
     env = {**os.environ, "PYTHONPATH": str(code)}
     extra = ["--workers", str(workers)] if workers else []
+    Path(out).mkdir()
     t = time.perf_counter()
-    subprocess.run([sys.executable, str(code / "data" / "prepare.py"), *args, "--out", str(out), "--no-wandb", *extra],
-                   check=True, env=env, stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, str(code / "data" / "prepare.py"), *args, "--out", "out", "--no-wandb", *extra],
+                   check=True, env=env, stdout=subprocess.DEVNULL, cwd=out)  # one command line (SOURCE.md) for all
     return time.perf_counter() - t
 
 
@@ -90,7 +91,17 @@ def compare(tmp, code, label, args, n, opts):
             times[name].append(run_prepare(root, tmp / f"out_{label}_{name}_{r}", args, opts.workers))
     old, new = min(times["before"]), min(times["now"])
     print(f"{label:<11}{'before':<8}{n:>7}{old:>10.1f}{n / old:>10.1f}")
-    print(f"{label:<11}{'now':<8}{n:>7}{new:>10.1f}{n / new:>10.1f}{old / new:>8.2f}x")
+    print(f"{label:<11}{'now':<8}{n:>7}{new:>10.1f}{n / new:>10.1f}{old / new:>8.2f}x   {same_bytes(tmp, label)}")
+
+
+def same_bytes(tmp, label) -> str:
+    """Whether the first old and new runs wrote byte-identical files (manifests and SOURCE.md included)."""
+    old, new = tmp / f"out_{label}_before_0" / "out", tmp / f"out_{label}_now_0" / "out"
+    files = sorted(str(p.relative_to(old)) for p in old.rglob("*") if p.is_file())
+    if files != sorted(str(p.relative_to(new)) for p in new.rglob("*") if p.is_file()):
+        return "outputs DIFFER: other files"
+    differ = [f for f in files if (old / f).read_bytes() != (new / f).read_bytes()]
+    return f"outputs DIFFER: {differ[:3]}" if differ else f"outputs byte-identical ({len(files)} files)"
 
 
 def main():

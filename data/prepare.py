@@ -155,9 +155,10 @@ def check_args(args):
         raise UserError(f"--name and --split-name are both {args.name!r}: the two folders need different names")
 
 
-def make_raw(raw, items, info, args, command):
+def make_raw(raw, items, info, args, command, given=None):
     """Fill the raw folder: images, masks, eda.csv, SOURCE.md, manifest.json; returns (imported, eda, manifest)."""
-    done, problems, hashes = import_all(items, raw, args.workers, args.skip_bad, 0 if args.no_wandb else TABLE_MAX_ROWS)
+    done, problems, hashes = import_all(items, raw, args.workers, args.skip_bad, 0 if args.no_wandb else TABLE_MAX_ROWS,
+                                        meanwhile=None if given else split.preload)  # the splitter, loaded meanwhile
     check_problems(problems, len(items), args.skip_bad, info.get("root") or info.get("images") or "synthetic")
     eda = get_eda(done)
     eda.to_csv(raw / layout.EDA_CSV, index=False)
@@ -190,7 +191,7 @@ def main(argv=None):
     items, info, given = get_items(args)
     raw_dir, proc_dir = args.out / args.name, args.out / args.split_name
     with atomic_dir(raw_dir) as raw, atomic_dir(proc_dir) as proc:  # both or neither
-        done, eda, manifest = make_raw(raw, items, info, args, shlex.join(["python", "data/prepare.py", *argv]))
+        done, eda, manifest = make_raw(raw, items, info, args, shlex.join(["python", "data/prepare.py", *argv]), given)
         split_df, meta = make_split(raw, proc, eda, info, args, manifest["files"], given)
     t_data = time.time() - t0
     print(summarize(eda).to_string(float_format=lambda v: f"{v:.4f}"))

@@ -350,6 +350,18 @@ def test_overlay_blends_class_colours_and_leaves_ignore_pixels():
     assert np.array_equal(got[0], image[0])
 
 
+def test_report_thumbnail_is_bounded_whatever_the_decode_scale(tmp_path):
+    """The thumbnail comes from the model input's decode (JPEG draft: 640x360 of a 1280x720 frame for 180 px, 160x90
+    for 36 px) but is never wider than THUMB_WIDTH, nor upscaled past the decode."""
+    from bddseg.eval_data import read_image
+    path = tmp_path / "frame.jpg"
+    Image.new("RGB", (1280, 720), (90, 120, 30)).save(path)
+    for size, thumb in (((180, 320), (144, eval_report.THUMB_WIDTH)), ((96, 170), (144, eval_report.THUMB_WIDTH)),
+                        ((36, 64), (90, 160))):
+        x, got = read_image(path, size, (720, 1280))
+        assert x.shape == (*size, 3) and got.shape == (*thumb, 3)
+
+
 def test_eval_loader_decodes_on_threads_in_order(tiny_dataset):
     """Without worker processes a batch is decoded on threads (EvalImages.__getitems__): same items, same order as
     one by one; the default is that on a CPU and one worker per core beside an accelerator."""

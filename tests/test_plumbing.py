@@ -138,3 +138,16 @@ def test_course_modules_re_export_the_package():
     assert params.BDD_CLASSES is config.BDD_CLASSES and params.RECIPES is config.RECIPES
     assert utils.resolve_data is resolve.resolve_data and utils.init_wandb is wb.init_wandb
     assert utils.UserError is cli.UserError and set(params.__all__) <= set(dir(config))
+
+
+def test_reuse_image_memory_raises_pils_block_cache_and_never_lowers_it():
+    from PIL import Image
+    before = Image.core.get_blocks_max()
+    try:
+        Image.core.set_blocks_max(0)  # Pillow's default: every freed image block goes back to the system
+        config.reuse_image_memory(8)
+        assert Image.core.get_blocks_max() == 8
+        config.reuse_image_memory(4)  # a larger setting (e.g. PILLOW_BLOCKS_MAX) is kept
+        assert Image.core.get_blocks_max() == 8
+    finally:
+        Image.core.set_blocks_max(before)

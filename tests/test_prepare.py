@@ -393,3 +393,15 @@ def test_outputs_are_byte_identical_to_the_committed_import(tmp_path):
             assert (old / f).read_bytes() == (new / f).read_bytes(), (name, f)
         for folder in new.iterdir():  # reused hashes are the files' own
             assert layout.check_manifest(folder, full=True) == []
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ordered_map_keeps_order_and_runs_meanwhile_once_before_the_results(workers):
+    """import_all's map: results in input order; `meanwhile` (prepare.py: loading the splitter) runs once, in this
+    process, after the tasks are handed out and before the first result is taken."""
+    from bddseg.importer import ordered_map
+    calls = []
+    results = ordered_map(abs, [-3, 1, -2, 5, -8], workers, lambda: calls.append("meanwhile"))
+    first = next(results)
+    assert calls == ["meanwhile"]
+    assert [first, *results] == [3, 1, 2, 5, 8] and calls == ["meanwhile"]
