@@ -165,6 +165,11 @@ def decode_workers(device) -> int:
 def eval_loader(df: pd.DataFrame, meta: dict, batch_size: int = 8, num_workers: int = 0) -> DataLoader:
     """Batched, ordered loader over the rows (its dataset's `files` name them by index)."""
     ds = EvalImages(df, input_size(meta), len(meta["classes"]))
-    config.reuse_image_memory()  # before any worker is forked
-    return DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate,
-                      num_workers=num_workers, persistent_workers=False)
+    config.reuse_image_memory()
+    return DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=num_workers,
+                      persistent_workers=False, worker_init_fn=reuse_image_memory_in_worker)
+
+
+def reuse_image_memory_in_worker(worker_id):
+    """DataLoader worker_init_fn: PIL's block cache in each decode worker, whatever the start method."""
+    config.reuse_image_memory()

@@ -17,11 +17,11 @@ MAX_PROBLEMS = 20  # without --skip-bad, stop after this many bad pairs and repo
 
 def import_all(items, root, workers, skip_bad, thumbs=0, meanwhile=None):
     """Load, check and write every item into root/images and root/labels (thumbnails for the first `thumbs`);
-    `meanwhile()` runs in this process once the workers are busy. Returns (imported, problems, {relative path:
+    `meanwhile()` runs in this process once the work is handed out. Returns (imported, problems, {relative path:
     {size, sha256}} of the written files)."""
     (root / layout.IMAGES).mkdir()
     (root / layout.LABELS).mkdir()
-    config.reuse_image_memory()  # before the workers are forked: they inherit it
+    config.reuse_image_memory()  # here, and in each worker (ordered_map)
     done, problems, hashes = [], [], {}
     tasks = [(item, i < thumbs, root) for i, item in enumerate(items)]
     for r, files in ordered_map(run_task, tasks, workers, meanwhile):
@@ -36,14 +36,14 @@ def import_all(items, root, workers, skip_bad, thumbs=0, meanwhile=None):
 
 
 def ordered_map(fn, tasks, workers, meanwhile=None):
-    """map() in input order, spread over `workers` processes when more than one; `meanwhile()` is called once the
-    tasks are handed out (before the first result), while the workers run."""
+    """map() in input order, spread over `workers` processes when more than one; `meanwhile()` is called once, after
+    the worker processes are started and the tasks handed out (before the first result); with one worker, first."""
     meanwhile = meanwhile or (lambda: None)
     if workers <= 1:
         meanwhile()
         yield from map(fn, tasks)
         return
-    with Pool(workers) as pool:  # the workers are forked here, before `meanwhile` can start any thread
+    with Pool(workers, initializer=config.reuse_image_memory) as pool:  # started before `meanwhile` runs
         results = pool.imap(fn, tasks, chunksize=8)
         meanwhile()
         yield from results

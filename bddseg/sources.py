@@ -59,7 +59,7 @@ class Item:
     """One image of a source: output file stem, video (split group) and a picklable loader."""
     name: str
     video: str
-    load: Callable  # () -> (image file bytes, extension, uint8 class-id mask, RGB array or None, counts or None)
+    load: Callable  # () -> (image bytes, extension, class ids (uint8 array or L image), RGB or None, counts or None)
 
 
 # ---------------------------------------------------------------- class mappings
@@ -199,7 +199,9 @@ def map_ids(ids: Image.Image, lut: np.ndarray, label: str, where) -> tuple:
     bad = np.flatnonzero((hist > 0) & (lut == OUTSIDE))
     if bad.size:
         raise BadPair(f"{where}: mask values {bad[:10].tolist()} not in the class mapping {label}")
-    return ids.point(np.where(lut == OUTSIDE, 0, lut).tolist()), class_counts(hist, lut)
+    classes = ids.point(np.where(lut == OUTSIDE, 0, lut).tolist())
+    classes.info = {}  # not the source file's tRNS/iCCP: the PNG is written as from a bare array
+    return classes, class_counts(hist, lut)
 
 
 @dataclass
@@ -226,6 +228,8 @@ def import_item(item: Item, thumb: bool = False) -> Imported:
     except BadPair as e:
         return Imported(item.name, item.video, error=str(e))
     buf, mask = io.BytesIO(), mask if isinstance(mask, Image.Image) else Image.fromarray(mask, "L")
+    if mask.mode != "L":
+        raise ValueError(f"{item.name}: class-id mask in mode {mask.mode}, expected L")  # a loader's bug, not input
     mask.save(buf, "PNG")
     counts = np.array(mask.histogram(), np.int64) if counts is None else counts
     out = Imported(item.name, item.video, data, ext, buf.getvalue(), counts, hashlib.sha256(data).hexdigest(),

@@ -351,8 +351,8 @@ def test_overlay_blends_class_colours_and_leaves_ignore_pixels():
 
 
 def test_report_thumbnail_is_bounded_whatever_the_decode_scale(tmp_path):
-    """The thumbnail comes from the model input's decode (JPEG draft: 640x360 of a 1280x720 frame for 180 px, 160x90
-    for 36 px) but is never wider than THUMB_WIDTH, nor upscaled past the decode."""
+    """The thumbnail comes from the model input's decode (JPEG draft: 320x180 of a 1280x720 frame for 96 and 180 px,
+    160x90 for 36 px) but is never wider than THUMB_WIDTH, nor upscaled past the decode."""
     from bddseg.eval_data import read_image
     path = tmp_path / "frame.jpg"
     Image.new("RGB", (1280, 720), (90, 120, 30)).save(path)

@@ -381,6 +381,11 @@ def test_outputs_are_byte_identical_to_the_committed_import(tmp_path):
     png = images / "seq2-000005.png"  # a PNG image among the JPEGs: copied too
     Image.open(images / "seq2-000005.jpg").save(png)
     (images / "seq2-000005.jpg").unlink()
+    for stem, extra in (("seq0-000000", {"transparency": 0}), ("seq1-000001", {"icc_profile": b"\0" * 128})):
+        mask = masks / f"{stem}.png"  # ancillary chunks of the source mask are not carried into ours
+        with Image.open(mask) as im:
+            im.load()
+            im.save(mask, **extra)
     sources = {"synthetic": [*SYN], "bdd": ["--source", "bdd100k", "--root", bdd],
                "folder": ["--source", "folder", "--images", images, "--masks", masks, "--mapping", "camvid"]}
     for name, args in sources.items():
@@ -399,9 +404,11 @@ def test_outputs_are_byte_identical_to_the_committed_import(tmp_path):
 def test_ordered_map_keeps_order_and_runs_meanwhile_once_before_the_results(workers):
     """import_all's map: results in input order; `meanwhile` (prepare.py: loading the splitter) runs once, in this
     process, after the tasks are handed out and before the first result is taken."""
+    import multiprocessing
     from bddseg.importer import ordered_map
     calls = []
-    results = ordered_map(abs, [-3, 1, -2, 5, -8], workers, lambda: calls.append("meanwhile"))
+    results = ordered_map(abs, [-3, 1, -2, 5, -8], workers,
+                          lambda: calls.append(len(multiprocessing.active_children())))
     first = next(results)
-    assert calls == ["meanwhile"]
-    assert [first, *results] == [3, 1, 2, 5, 8] and calls == ["meanwhile"]
+    assert calls == [workers if workers > 1 else 0]  # the workers were started before it (no fork after threads)
+    assert [first, *results] == [3, 1, 2, 5, 8] and len(calls) == 1
