@@ -58,6 +58,7 @@ SIGN_TYPES = [  # shape, plate colour, symbol colour, weight
     ("rect", (0.08, 0.4, 0.2), (0.92, 0.92, 0.9), 0.08)]
 SIGN_P = np.array([t[3] for t in SIGN_TYPES]) / sum(t[3] for t in SIGN_TYPES)
 DEPTH_BINS = np.geomspace(1.5, Z_FAR, 16)  # object depths are quantised so materials can be shared
+BLOCK = 16                    # rows per block of the per-pixel arithmetic (fits the CPU cache at 1280 px)
 
 
 # ---------------------------------------------------------------- random helpers
@@ -708,11 +709,10 @@ def draw_night_light(cv, cam, s):
         cv.light_draw.polygon([(x / 4, y / 4) for x, y in pts], fill=tuple(int(255 * v * c) for c in (1, 0.95, 0.85)))
 
 
-def draw_weather(rgb, s, rng):
-    """Rain streaks or snow flakes over the finished picture."""
-    h, w = rgb.shape[:2]
+def weather_layer(h, w, s, rng):
+    """Rain streaks or snow flakes to add to the finished picture (h x w x 1 float32), or None."""
     if s.weather not in ("rain", "snow"):
-        return rgb
+        return None
     layer = Image.new("L", (w, h))
     d = ImageDraw.Draw(layer)
     n = int(rng.integers(150, 400) * w * h / 230400)
@@ -725,57 +725,103 @@ def draw_weather(rgb, s, rng):
         rs = rng.uniform(0.5, 2.0, n) * h / 360
         for x, y, r in zip(xs, ys, rs):
             d.ellipse([x - r, y - r, x + r, y + r], fill=int(rng.integers(120, 230)))
-    return rgb + np.asarray(layer, np.float32)[..., None] / 255 * 0.6
+    return np.asarray(layer, np.float32)[..., None] / 255 * 0.6
 
 
 def render(cv, cam, s, rng):
-    """Turn the material canvas into the RGB picture (uint8) and the class mask."""
+    """Turn the material canvas into the RGB picture (uint8) and the class mask.
+
+    Whole-frame layers (noise crops, shadows, lamp light, glow, weather, fog by row) are made first; the per-pixel
+    arithmetic then runs on blocks of BLOCK rows that stay in the CPU cache (same float operations per pixel)."""
     h, w = cam.h, cam.w
     ids = np.asarray(cv.ids)
     t = cv.tables()
     fine, coarse, sensor = noise_fields(h, w, rng)
-    lum = 1 + np.take(t[:, 4], ids) * coarse + np.take(t[:, 5], ids) * fine
-    if t[:, 10].any():  # vertical gradients (sky, bonnet)
-        yy = np.arange(h, dtype=np.float32)[:, None]
-        lum += np.take(t[:, 10] / h, ids) * (yy - np.take(t[:, 11], ids))
-    illum = np.array(s.ambient, np.float32) * (np.asarray(cv.shade, np.float32)[..., None] / 255 if s.sun else 1)
-    if s.time == "night":
-        light = cv.light.filter(ImageFilter.GaussianBlur(2)).resize((w, h), Image.BILINEAR)
-        illum = illum + np.asarray(light, np.float32) * (1.5 / 255)
-    img = np.take(t[:, 1:4], ids, axis=0) * (lum[..., None] * illum)
-    if t[:, 7:10].any():
-        img += np.take(t[:, 7:10], ids, axis=0)
+    shade = np.asarray(cv.shade, np.float32)[..., None] / 255 if s.sun else None
+    light = lamp_map(cv.light, 2, w, h) if s.time == "night" else None
+    glow = lamp_map(cv.glow, 1.5, w, h) if cv.glow.getbbox() else None
+    weather = weather_layer(h, w, s, rng)
     rows = cam.f * cam.height / np.maximum(np.arange(h, dtype=np.float32) - cam.yh, 0.5)
-    fog = np.where(np.take(t[:, 6] == 0, ids), 1 - np.exp(-rows / s.fog)[:, None],
-                   np.take(1 - np.exp(-t[:, 6] / s.fog), ids))[..., None]
-    img += (np.array(s.fog_rgb, np.float32) - img) * fog
-    if cv.glow.getbbox():
-        glow = cv.glow.filter(ImageFilter.GaussianBlur(1.5)).resize((w, h), Image.BILINEAR)
-        img += np.asarray(glow, np.float32) * (1 / 255)
-    img = draw_weather(img, s, rng)
-    img = img @ colour_matrix(s)  # saturation, white balance and exposure in one step
-    img *= vignette(h, w)
+    sky_fog, mat_fog = (1 - np.exp(-rows / s.fog))[:, None], 1 - np.exp(-t[:, 6] / s.fog)
+    gradient, emits = t[:, 10].any(), t[:, 7:10].any()
+    yy = np.arange(h, dtype=np.float32)[:, None]
+    ambient, fog_rgb, matrix = np.array(s.ambient, np.float32), np.array(s.fog_rgb, np.float32), colour_matrix(s)
+    img = np.empty((h, w, 3), np.float32)
+    for r in (slice(r0, min(r0 + BLOCK, h)) for r0 in range(0, h, BLOCK)):
+        m = ids[r].astype(np.intp)  # once, not in every take
+        lum = 1 + np.take(t[:, 4], m) * coarse[r] + np.take(t[:, 5], m) * fine[r]
+        if gradient:  # vertical gradients (sky, bonnet)
+            lum += np.take(t[:, 10] / h, m) * (yy[r] - np.take(t[:, 11], m))
+        illum = ambient * (shade[r] if s.sun else 1)
+        if light is not None:
+            illum = illum + light[r] * (1.5 / 255)
+        px = np.take(t[:, 1:4], m, axis=0) * (lum[..., None] * illum)
+        if emits:
+            px += np.take(t[:, 7:10], m, axis=0)
+        fog = np.where(np.take(t[:, 6] == 0, m), sky_fog[r], np.take(mat_fog, m))[..., None]
+        px += (fog_rgb - px) * fog
+        if glow is not None:
+            px += glow[r] * (1 / 255)
+        if weather is not None:
+            px += weather[r]
+        np.matmul(px, matrix, out=img[r])  # saturation, white balance and exposure in one step
+        img[r] *= vignette(h, w)[r]
     img = soften(img, s.blur * h / 360)
-    img += s.noise * sensor
-    img *= 255
-    rgb = np.clip(img, 0, 255, out=img).astype(np.uint8)
+    rgb = np.empty((h, w, 3), np.uint8)
+    for r in (slice(r0, min(r0 + BLOCK, h)) for r0 in range(0, h, BLOCK)):
+        px = img[r] + s.noise * sensor[r]
+        px *= 255
+        rgb[r] = np.clip(px, 0, 255, out=px)
     return rgb, np.take(t[:, 0].astype(np.uint8), ids)
 
 
+def lamp_map(layer, radius, w, h):
+    """A quarter-resolution light layer blurred and resized to w x h (float32, 0-255), computed only over the columns
+    of its lit part: PIL's bilinear 4x upscale of a full-height box uses the whole image's weights (a box that also
+    cuts rows does not), and the other columns are 0."""
+    layer = layer.filter(ImageFilter.GaussianBlur(radius))
+    box = layer.getbbox()
+    if w % 4 or h % 4 or box is None:  # (no exact 4x scale: the whole layer)
+        return np.asarray(layer.resize((w, h), Image.BILINEAR), np.float32)
+    x0, x1 = max(box[0] - 2, 0), min(box[2] + 2, layer.width)  # bilinear weights reach one source pixel beyond
+    out = np.zeros((h, w, 3), np.float32)
+    out[:, 4 * x0:4 * x1] = layer.resize((4 * (x1 - x0), h), Image.BILINEAR, (x0, 0, x1, layer.height))
+    return out
+
+
 def soften(img, sigma):
-    """Gaussian-like blur of an HxWx3 float image: separable [a, 1-2a, a] passes, each adding variance 2a <= 0.5."""
+    """Gaussian-like blur of an HxWx3 float image: separable [a, 1-2a, a] passes (edges repeated), each adding
+    variance 2a <= 0.5; per pass, blocks of rows are blurred down the columns, then along the rows, in the cache."""
     passes = int(math.ceil(sigma * sigma / 0.5)) if sigma > 0.2 else 0
+    if not passes:
+        return img
+    a = sigma * sigma / passes / 2
+    h, src, dst = img.shape[0], img, np.empty_like(img)
+    col = np.empty((BLOCK,) + img.shape[1:], img.dtype)
     for _ in range(passes):
-        a = sigma * sigma / passes / 2
-        for axis in (0, 1):
-            src = np.moveaxis(img, axis, 0)
-            out = src * (1 - 2 * a)
-            out[1:] += a * src[:-1]
-            out[0] += a * src[0]
-            out[:-1] += a * src[1:]
-            out[-1] += a * src[-1]
-            img = np.moveaxis(out, 0, axis)
-    return img
+        for r0 in range(0, h, BLOCK):
+            r1 = min(r0 + BLOCK, h)
+            v = col[:r1 - r0]
+            np.multiply(src[r0:r1], 1 - 2 * a, out=v)  # down the columns: row above, then row below
+            near = a * src[max(r0 - 1, 0):r1 + 1]  # a x (rows r0-1 .. r1), computed once for both neighbours
+            if r0:
+                v += near[:r1 - r0]
+            else:
+                v[1:] += near[:r1 - 1]
+                v[0] += near[0]
+            if r1 < h:
+                v += near[-(r1 - r0):]
+            else:
+                v[:-1] += near[-(r1 - r0 - 1):] if r1 - r0 > 1 else near[:0]
+                v[-1] += near[-1]
+            o = np.multiply(v, 1 - 2 * a, out=dst[r0:r1])  # along the rows: left, then right neighbour
+            near = a * v
+            o[:, 1:] += near[:, :-1]
+            o[:, 0] += near[:, 0]
+            o[:, :-1] += near[:, 1:]
+            o[:, -1] += near[:, -1]
+        src, dst = dst, src
+    return src
 
 
 def colour_matrix(s):

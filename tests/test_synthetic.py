@@ -77,3 +77,53 @@ def test_colour_alone_does_not_solve_it(frames):
         if union:
             ious.append(inter / union)
     assert np.mean(ious) < 0.5
+
+
+# Frames of seed 0 whose videos cover day/dusk/night, clear/overcast/rain/fog/snow, lamp light and glow.
+STYLED_FRAMES = (2, 7, 12, 17, 37, 127, 162)
+
+
+@pytest.mark.parametrize("size", [(640, 360), (101, 57)])
+def test_render_does_not_depend_on_its_row_blocks(size, monkeypatch):
+    """The per-pixel arithmetic runs on blocks of rows: the same bytes as on the whole frame at once, or 7 rows."""
+    blocked = [synthetic.generate(i, seed=0, size=size) for i in STYLED_FRAMES]
+    for rows in (size[1], 7):
+        monkeypatch.setattr(synthetic, "BLOCK", rows)
+        for i, (name, rgb, mask) in zip(STYLED_FRAMES, blocked):
+            other = synthetic.generate(i, seed=0, size=size)
+            assert other[0] == name and np.array_equal(other[1], rgb) and np.array_equal(other[2], mask), (rows, i)
+
+
+def plain_soften(img, sigma):
+    """The blur as plain whole-image passes: [a, 1-2a, a] down the columns then along the rows, edges repeated."""
+    passes = int(np.ceil(sigma * sigma / 0.5)) if sigma > 0.2 else 0
+    for _ in range(passes):
+        a = sigma * sigma / passes / 2
+        for axis in (0, 1):
+            src = np.moveaxis(img, axis, 0)
+            out = src * (1 - 2 * a)
+            out[1:] += a * src[:-1]
+            out[0] += a * src[0]
+            out[:-1] += a * src[1:]
+            out[-1] += a * src[-1]
+            img = np.moveaxis(out, 0, axis)
+    return img
+
+
+@pytest.mark.parametrize("shape", [(40, 48, 3), (17, 5, 3), (1, 9, 3), (33, 2, 3)])
+@pytest.mark.parametrize("sigma", [0.1, 0.5, 1.3, 2.6])
+def test_soften_equals_plain_passes(shape, sigma):
+    img = np.random.default_rng(0).random(shape, dtype=np.float32)
+    assert np.array_equal(synthetic.soften(img.copy(), sigma), plain_soften(img, sigma))
+
+
+@pytest.mark.parametrize("size", [(640, 360), (102, 58)])
+def test_lamp_map_equals_the_whole_layer_resized(size, monkeypatch):
+    """The frames' lamp light and glow layers resized only over their lit columns: the bytes of the whole layer."""
+    layers = []
+    monkeypatch.setattr(synthetic, "render", lambda cv, *_: layers.extend([(cv.light, 2), (cv.glow, 1.5)]) or (0, 0))
+    for i in STYLED_FRAMES:
+        synthetic.generate(i, seed=0, size=size)
+    for layer, radius in layers:
+        whole = layer.filter(synthetic.ImageFilter.GaussianBlur(radius)).resize(size, synthetic.Image.BILINEAR)
+        assert np.array_equal(synthetic.lamp_map(layer, radius, *size), np.asarray(whole, np.float32))
