@@ -84,13 +84,13 @@ def worst_key(row: dict, order: int) -> tuple:
     return (1, 0.0, order) if math.isnan(v) else (0, v, order)
 
 
-def keep_worst(heap: list, k: int, key: tuple, item):
-    """Keep the k smallest keys in `heap` (a max-heap on negated keys) with their items."""
-    entry = (tuple(-v for v in key), item)
+def keep_worst(heap: list, k: int, key: tuple, make_item):
+    """Keep the k smallest keys in `heap` (a max-heap on negated keys) with their items, made only when kept."""
+    neg = tuple(-v for v in key)
     if len(heap) < k:
-        heapq.heappush(heap, entry)
-    elif k and entry[0] > heap[0][0]:
-        heapq.heapreplace(heap, entry)
+        heapq.heappush(heap, (neg, make_item()))
+    elif k and neg > heap[0][0]:
+        heapq.heapreplace(heap, (neg, make_item()))
 
 
 def write_worst(folder, heap: list, images: list, files: list, class_labels: dict) -> tuple:
@@ -127,7 +127,7 @@ def evaluate_split(model, loader, meta: dict, device, folder, split: str, tta=Fa
                 rows.append({"file": file, **iou_from_confusion(cms[j], keys)})
                 jobs[file] = writer.submit(save_thumbnails, folder, Path(file).stem, thumbs[j], masks[j], preds[j])
                 keep_worst(heap, report_images, worst_key(rows[-1], len(rows)),
-                           (i, thumbs[j], masks[j].copy(), preds[j].copy()))
+                           lambda: (i, thumbs[j], masks[j].copy(), preds[j].copy()))  # copies: not the batch
                 pending.append(jobs[file])
                 if len(pending) > MAX_PENDING:  # bound the memory held by queued images
                     pending.popleft().result()
