@@ -34,7 +34,7 @@ from bddseg.cli import run_cli, str2bool
 from bddseg.loaders import get_dls
 from bddseg.losses import CLASS_WEIGHTS, LOSSES, class_frequencies, loss_from_config
 from bddseg.metrics import seg_metrics
-from bddseg.models import build_model, param_groups
+from bddseg.models import DECODER_WIDTH, build_model, param_groups
 from bddseg.operating_point import AutoCrop
 from bddseg.precision import AutocastMixedPrecision, StopOnNonFinite
 from bddseg.lineage import manifest_sha256
@@ -64,6 +64,9 @@ def parse_args(argv=None):
                    help="ImageNet weights: cached, else downloaded when the network answers (else random init)")
     p.add_argument("--mixed_precision", type=str2bool, default=True, help="bf16/fp16 autocast where supported")
     p.add_argument("--arch", default="resnet18", help="encoder: torchvision name or timm/<name>")
+    p.add_argument("--decoder_width", type=int, default=DECODER_WIDTH,
+                   help="U-Net decoder channels at full size, doubling per halving up to 16x its value (8: a "
+                        "1.35-1.4x faster step for resnet18 at 180 px)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--log_preds", type=str2bool, default=False, help="W&B table of validation predictions")
     p.add_argument("--data", default=cfg.PROCESSED_DATA_AT, help="processed dataset: artifact name or folder")
@@ -92,7 +95,7 @@ def parse_args(argv=None):
     if recipe:
         p.set_defaults(**cfg.RECIPES[recipe])
     args = p.parse_args(argv)
-    for name in ("img_size", "batch_size", "epochs"):
+    for name in ("img_size", "batch_size", "epochs", "decoder_width"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     if args.lr <= 0 or args.freeze_epochs < 0 or args.num_workers < 0 or args.time_budget < 0:
@@ -119,6 +122,7 @@ def run_name(config, pretrained_loaded) -> str:
     """Run name from the int/categorical hyperparameters plus batch size and lr: resnet18-img180-bs8-lr2e-03-ce."""
     parts = [config.arch.replace("/", "-"), f"img{config.img_size}", f"bs{config.batch_size}",
              f"lr{config.lr:.0e}", config.loss]
+    parts += [f"dec{config.decoder_width}"] if config.decoder_width != DECODER_WIDTH else []
     parts += [config.class_weights] if config.class_weights != "none" else []
     parts += ["anneal"] if config.weight_anneal else []
     parts += [] if config.augment else ["noaug"]
@@ -146,7 +150,7 @@ def get_learner(config, dls, device):
     if absent:
         print(f"note: no {', '.join(cfg.BDD_CLASSES[c] for c in absent)} pixels in the training masks: "
               f"never predicted", file=sys.stderr)
-    model, info = build_model(config.arch, len(cfg.BDD_CLASSES), config.pretrained, absent)
+    model, info = build_model(config.arch, len(cfg.BDD_CLASSES), config.pretrained, absent, config.decoder_width)
     if dev.use_channels_last(device):
         model = model.to(memory_format=torch.channels_last)
     loss_func, weights = loss_from_config(config.loss, config.class_weights, dls.train.masks)

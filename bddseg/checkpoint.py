@@ -7,7 +7,7 @@ from safetensors.torch import load_file, save_file
 
 from bddseg.atomic import atomic_dir, write_json
 from bddseg.cli import UserError
-from bddseg.models import build_model
+from bddseg.models import DECODER_WIDTH, build_model
 
 WEIGHTS, META = "model.safetensors", "meta.json"
 FORMAT_VERSION = 1
@@ -67,6 +67,8 @@ def read_meta(folder) -> dict:
     if not isinstance(meta["arch"], str) or not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise UserError(f"{path}: arch must be a name and n_classes a positive integer "
                         f"(got {meta['arch']!r}, {n!r})")
+    if not isinstance(meta.get("model_info", {}), dict):
+        raise UserError(f"{path}: model_info must be a JSON object, not {type(meta['model_info']).__name__}")
     if meta.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:
         raise UserError(f"{path}: format_version {meta['format_version']!r} is not {FORMAT_VERSION} "
                         f"(written by another bddseg version)")
@@ -93,8 +95,9 @@ def load_checkpoint(folder, device="cpu"):
     if not weights.is_file():
         raise UserError(f"{weights} is missing: a checkpoint folder holds {WEIGHTS} + {META}")
     try:
+        info = meta.get("model_info", {})
         model, _ = build_model(meta["arch"], meta["n_classes"], pretrained=False,
-                               absent=meta.get("model_info", {}).get("absent_classes", ()))
+                               absent=info.get("absent_classes", ()), width=info.get("decoder_width", DECODER_WIDTH))
     except UserError as e:
         raise UserError(f"{folder / META}: {e}") from None
     try:

@@ -139,9 +139,12 @@ def conv_bn_relu(ni, nf):
     return nn.Sequential(nn.Conv2d(ni, nf, 3, padding=1, bias=False), nn.BatchNorm2d(nf), nn.ReLU(inplace=True))
 
 
-def decoder_width(reduction):
-    """Decoder channels at a resolution: 16 at full size, doubling per halving, at most 256 (as in fastai's U-Nets)."""
-    return min(256, 16 * reduction)
+DECODER_WIDTH = 16  # decoder channels at full size (fastai's U-Nets: 16); --decoder_width 8 halves every block
+
+
+def decoder_width(reduction, width=DECODER_WIDTH):
+    """Decoder channels at a resolution: `width` at full size, doubling per halving, at most 16x `width`."""
+    return min(16 * width, width * reduction)
 
 
 class UpBlock(nn.Module):
@@ -164,7 +167,7 @@ class Unet(nn.Module):
     input image as the last skip; a 1x1 conv gives the class logits. Classes in `absent` (none in the training
     masks, e.g. traffic light in CamVid) get ABSENT_LOGIT: a stray pixel of them would score IoU 0 on test data."""
 
-    def __init__(self, encoder, channels, reductions, n_classes, mean, std, absent=()):
+    def __init__(self, encoder, channels, reductions, n_classes, mean, std, absent=(), width=DECODER_WIDTH):
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
@@ -178,10 +181,10 @@ class Unet(nn.Module):
         chans, reds = [channels[i] for i in self.keep], [reductions[i] for i in self.keep]
         self.blocks, ni = nn.ModuleList(), chans[-1]
         for c, r in zip(chans[-2::-1], reds[-2::-1]):
-            self.blocks.append(UpBlock(ni, c, decoder_width(r)))
-            ni = decoder_width(r)
-        self.final = UpBlock(ni, 3, decoder_width(1))
-        self.head = nn.Conv2d(decoder_width(1), n_classes, 1)
+            self.blocks.append(UpBlock(ni, c, decoder_width(r, width)))
+            ni = decoder_width(r, width)
+        self.final = UpBlock(ni, 3, width)
+        self.head = nn.Conv2d(width, n_classes, 1)
 
     def forward(self, x):
         x = (x - self.mean) / self.std
@@ -194,10 +197,13 @@ class Unet(nn.Module):
         return logits + self.class_offset.to(logits.dtype) if self.has_absent else logits
 
 
-def build_model(arch: str, n_classes: int, pretrained: bool = True, absent=()):
-    """U-Net for a registered encoder -> (model in train mode, info dict); `absent` classes are never predicted."""
+def build_model(arch: str, n_classes: int, pretrained: bool = True, absent=(), width: int = DECODER_WIDTH):
+    """U-Net for a registered encoder -> (model in train mode, info dict); `absent` classes are never predicted,
+    `width` is the decoder's channels at full size."""
     if int(n_classes) < 1:
         raise UserError(f"n_classes must be >= 1, got {n_classes}")
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+        raise UserError(f"decoder width must be a whole number >= 1, got {width!r}")
     if any(not 0 <= int(c) < int(n_classes) for c in absent) or len(set(absent)) >= int(n_classes):
         raise UserError(f"absent classes {list(absent)}: need ids in 0..{int(n_classes) - 1}, not all of them")
     encoder, mean, std, source = get_encoder(arch)(pretrained)
@@ -205,10 +211,10 @@ def build_model(arch: str, n_classes: int, pretrained: bool = True, absent=()):
         channels, reductions = probe(encoder)
     except Exception as e:
         raise UserError(f"arch {arch!r}: the encoder cannot run on a {PROBE_PX}px image ({e})") from None
-    model = Unet(encoder, channels, reductions, int(n_classes), mean, std, absent).train()
+    model = Unet(encoder, channels, reductions, int(n_classes), mean, std, absent, width).train()
     info = dict(arch=arch, mean=[float(v) for v in mean], std=[float(v) for v in std],
                 pretrained_loaded=source is not None, pretrained_source=source,
-                absent_classes=sorted(int(c) for c in absent),
+                absent_classes=sorted(int(c) for c in absent), decoder_width=width,
                 encoder_channels=[channels[i] for i in model.keep],
                 encoder_reductions=[reductions[i] for i in model.keep],
                 params=sum(p.numel() for p in model.parameters()))

@@ -155,3 +155,22 @@ def test_absent_classes_are_never_predicted_and_survive_the_round_trip(tmp_path)
         torch.testing.assert_close(loaded(x).argmax(1), pred, rtol=0, atol=0)
     with pytest.raises(UserError, match="absent classes"):
         build_model("mobilenet_v3_small", 3, pretrained=False, absent=[0, 1, 2])
+
+
+def test_decoder_width_survives_the_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model, info = build_model("mobilenet_v3_small", 7, pretrained=False, width=8)
+    model.eval()
+    x = torch.rand(2, 3, 64, 114)
+    folder = save_checkpoint(tmp_path / "run", model, {**META_IN, "model_info": info})
+    loaded, _ = load_checkpoint(folder)
+    assert loaded.head.in_channels == 8
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+    meta = json.loads((folder / META).read_text())
+    (folder / META).write_text(json.dumps({**meta, "model_info": {**info, "decoder_width": 16}}))
+    with pytest.raises(UserError, match="does not match"):  # a meta.json that lies about the width
+        load_checkpoint(folder)
+    (folder / META).write_text(json.dumps({**meta, "model_info": [8]}))
+    with pytest.raises(UserError, match="model_info must be a JSON object"):
+        load_checkpoint(folder)

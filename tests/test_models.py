@@ -72,6 +72,19 @@ def test_stage_reductions_match_the_architectures():
     assert info["encoder_reductions"] == [4, 8, 16, 32] and info["encoder_channels"] == [96, 192, 384, 768]
 
 
+def test_decoder_width_sets_every_decoder_block_and_is_checked():
+    _, wide = build_model("resnet18", 7, pretrained=False)
+    model, narrow = build_model("resnet18", 7, pretrained=False, width=8)
+    assert (wide["decoder_width"], narrow["decoder_width"]) == (16, 8)
+    # resnet18 stages at /2 /4 /8 /16 (skips) below /32: blocks of 8x the reduction channels, then 8 at full size
+    assert [b.convs[-1][0].out_channels for b in model.blocks] == [128, 64, 32, 16]
+    assert model.final.convs[-1][0].out_channels == 8 and model.head.in_channels == 8
+    assert model(torch.rand(1, 3, 40, 70)).shape == (1, 7, 40, 70) and narrow["params"] < wide["params"]
+    for bad in (0, 2.5, True):
+        with pytest.raises(UserError, match="decoder width"):
+            build_model("resnet18", 7, pretrained=False, width=bad)
+
+
 def test_any_size_bf16_autocast_and_channels_last():
     model, _ = build_model("resnet18", 7, pretrained=False)
     model = model.to(memory_format=torch.channels_last)

@@ -64,8 +64,10 @@ def test_recipes_set_defaults_and_flags_win():
 
 def test_names():
     c = SimpleNamespace(arch="resnet18", img_size=180, batch_size=8, lr=2e-3, loss="ce", class_weights="none",
-                        augment=True, time_budget=0, crop=0, weight_anneal=False)
+                        augment=True, time_budget=0, crop=0, weight_anneal=False, decoder_width=16)
     assert train.run_name(c, True) == "resnet18-img180-bs8-lr2e-03-ce"
+    narrow = SimpleNamespace(**{**vars(c), "decoder_width": 8})
+    assert train.run_name(narrow, True) == "resnet18-img180-bs8-lr2e-03-ce-dec8"
     assert train.run_name(c, False) == "resnet18-img180-bs8-lr2e-03-ce-scratch"
     c.arch, c.class_weights, c.augment, c.time_budget = "timm/convnext_tiny", "sqrt_inv", False, 20
     assert train.run_name(c, True) == "timm-convnext_tiny-img180-bs8-lr2e-03-ce-sqrt_inv-noaug-tb20m"
