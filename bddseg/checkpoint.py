@@ -100,13 +100,15 @@ def load_checkpoint(folder, device="cpu"):
                                absent=info.get("absent_classes", ()), width=info.get("decoder_width", DECODER_WIDTH))
     except UserError as e:
         raise UserError(f"{folder / META}: {e}") from None
+    except (TypeError, ValueError) as e:  # e.g. absent_classes: 5
+        raise UserError(f"{folder / META}: malformed model_info ({type(e).__name__}: {e})") from None
     try:
         state = load_file(str(weights))
     except Exception as e:  # safetensors raises its own error types for truncated or foreign files
         raise UserError(f"{weights} is not a readable safetensors file ({type(e).__name__}: {e})") from None
     problem = mismatch(model, state)
     if problem:
-        raise UserError(f"{weights} does not match {META} (arch {meta['arch']!r}, n_classes {meta['n_classes']}): "
-                        f"{problem}")
+        raise UserError(f"{weights} does not match {META} (arch {meta['arch']!r}, n_classes {meta['n_classes']}, "
+                        f"decoder width {model.head.in_channels}): {problem}")
     model.load_state_dict(state, strict=True)
     return model.to(device).eval(), meta

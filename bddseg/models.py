@@ -198,8 +198,7 @@ class Unet(nn.Module):
 
 
 def build_model(arch: str, n_classes: int, pretrained: bool = True, absent=(), width: int = DECODER_WIDTH):
-    """U-Net for a registered encoder -> (model in train mode, info dict); `absent` classes are never predicted,
-    `width` is the decoder's channels at full size."""
+    """U-Net for a registered encoder -> (model in train mode, info dict); `absent` classes are never predicted."""
     if int(n_classes) < 1:
         raise UserError(f"n_classes must be >= 1, got {n_classes}")
     if isinstance(width, bool) or not isinstance(width, int) or width < 1:

@@ -169,8 +169,11 @@ def test_decoder_width_survives_the_round_trip(tmp_path):
         torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
     meta = json.loads((folder / META).read_text())
     (folder / META).write_text(json.dumps({**meta, "model_info": {**info, "decoder_width": 16}}))
-    with pytest.raises(UserError, match="does not match"):  # a meta.json that lies about the width
+    with pytest.raises(UserError, match="does not match .*decoder width 16"):  # a meta.json that lies about it
         load_checkpoint(folder)
-    (folder / META).write_text(json.dumps({**meta, "model_info": [8]}))
-    with pytest.raises(UserError, match="model_info must be a JSON object"):
-        load_checkpoint(folder)
+    for model_info, says in [([8], "model_info must be a JSON object"), ({"decoder_width": "8"}, "decoder width"),
+                             ({"absent_classes": 5}, "malformed model_info")]:
+        (folder / META).write_text(json.dumps({**meta, "model_info": model_info}))
+        with pytest.raises(UserError, match=says) as err:
+            load_checkpoint(folder)
+        assert str(folder / META) in str(err.value)

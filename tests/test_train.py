@@ -46,7 +46,8 @@ def test_wandb_agent_style_arguments():
 
 @pytest.mark.parametrize("bad", [["--augment=maybe"], ["--loss=hinge"], ["--class_weights=log"], ["--lr=-1"],
                                  ["--img_size=0"], ["--epochs=x"], ["--recipe=fast"], ["--crop=200"],
-                                 ["--img_size=96", "--crop=120"], ["--focus=1.5"], ["--oversample=0.5"]])
+                                 ["--img_size=96", "--crop=120"], ["--focus=1.5"], ["--oversample=0.5"],
+                                 ["--decoder_width=0"]])
 def test_bad_arguments_exit_2(bad, capsys):
     with pytest.raises(SystemExit) as e:
         train.parse_args(bad)
@@ -211,12 +212,14 @@ def test_checkpoint_round_trip_gives_the_recorded_metrics(basic_run, tiny_datase
 def test_pretrained_offline_falls_back_with_time_budget_and_extras(tiny_dataset, tmp_path):
     # default --pretrained True with an empty torch hub cache; a 0.3 s budget ends training during epoch 1
     r = run(["--img_size", "64", "--batch_size", "4", "--epochs", "5", "--time_budget", "0.005", "--loss", "dice_ce",
-             "--class_weights", "inv", "--log_preds", "True", "--crop", "48", "--focus", "0.5", "--oversample", "2"],
-            tmp_path, tiny_dataset)
+             "--class_weights", "inv", "--log_preds", "True", "--crop", "48", "--focus", "0.5", "--oversample", "2",
+             "--decoder_width", "8"], tmp_path, tiny_dataset)
     assert r.rc == 0, r.err[-3000:]
     assert "warning: no pretrained weights" in r.err and "--freeze_epochs 1 ignored" in r.err
     d = r.runs[0]
-    assert d.name.startswith("resnet18-img64-bs4-lr2e-03-dice_ce-inv-crop48-tb0.005m-scratch-")
+    assert d.name.startswith("resnet18-img64-bs4-lr2e-03-dice_ce-dec8-inv-crop48-tb0.005m-scratch-")
+    assert json.loads((d / "meta.json").read_text())["model_info"]["decoder_width"] == 8
+    assert load_checkpoint(d)[0].head.in_channels == 8
     config = json.loads((d / "config.json").read_text())
     assert config["pretrained"] is True and config["pretrained_loaded"] is False
     assert len(config["class_weight_values"]) == 7
