@@ -71,12 +71,13 @@ def main():
     print(f"{'arch':28} {'params':>8} {'GFLOP/img':>9} {'fp32':>14} {'bf16':>14} {'bf16+CL':>14} "
           f"{'fp32/bf16+CL':>12} {'vs ' + args.archs[0]:>20}")
     base = None
-    runs = [(arch, w) for arch in args.archs for w in ([None] if arch.startswith("fastai/") else args.decoder_widths)]
+    runs = [(arch, w) for arch in args.archs  # fastai's DynamicUnet has its own decoder: one run
+            for w in ([DECODER_WIDTH] if arch.startswith("fastai/") else args.decoder_widths)]
     for arch, width in runs:
-        n, gflop, fp32, bf16, cl = bench(arch, args.batch, size, args.iters, width or DECODER_WIDTH)
+        n, gflop, fp32, bf16, cl = bench(arch, args.batch, size, args.iters, width)
         base = base or cl
         cols = " ".join(f"{t * 1e3:7.0f} ({args.batch / t:4.1f})" for t in (fp32, bf16, cl))
-        label = arch if width in (None, DECODER_WIDTH) else f"{arch} decoder {width}"
+        label = arch if width == DECODER_WIDTH else f"{arch} decoder {width}"
         print(f"{label:28} {n / 1e6:7.1f}M {gflop:9.2f} {cols} {fp32 / cl:11.2f}x {base / cl:19.2f}x", flush=True)
     print(f"load average after: {os.getloadavg()[0]:.1f}")
 
