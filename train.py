@@ -27,6 +27,7 @@ from fastcore.basics import noop
 from safetensors.torch import load_file
 
 from bddseg import config as cfg
+from bddseg.averaging import EMAWeights
 from bddseg import device as dev
 from bddseg.checkpoint import WEIGHTS
 from bddseg.eda import classes_in_split
@@ -91,6 +92,9 @@ def parse_args(argv=None):
                    help="share of training crops centred on a pixel of a rare class (light, sign, person, bicycle)")
     p.add_argument("--oversample", type=float, default=1.0,
                    help="draw training images that contain a rare class this many times as often (1 = off)")
+    p.add_argument("--ema_decay", type=float, default=0.0,
+                   help="validate and checkpoint an EMA of the weights with this decay per step (0 = off; 0.99 "
+                        "averages about the last 100 steps)")
     recipe = p.parse_known_args(argv)[0].recipe
     if recipe:
         p.set_defaults(**cfg.RECIPES[recipe])
@@ -101,8 +105,9 @@ def parse_args(argv=None):
     if args.lr <= 0 or args.freeze_epochs < 0 or args.num_workers < 0 or args.time_budget < 0:
         p.error("--lr must be > 0; --freeze_epochs, --num_workers and --time_budget must be >= 0")
     if (args.crop != "auto" and not 0 <= args.crop <= args.img_size) or not 0 <= args.focus <= 1 \
-            or args.oversample < 1:
-        p.error(f"--crop must be 0..img_size ({args.img_size}) or auto, --focus 0..1 and --oversample >= 1")
+            or args.oversample < 1 or not 0 <= args.ema_decay < 1:
+        p.error(f"--crop must be 0..img_size ({args.img_size}) or auto, --focus 0..1, --oversample >= 1 and "
+                f"--ema_decay 0..1 (1 excluded)")
     if args.crop == "auto" and not args.time_budget:
         p.error("--crop auto picks crops for a --time_budget: give one, or a crop size")
     return args
@@ -125,6 +130,7 @@ def run_name(config, pretrained_loaded) -> str:
     parts += [f"dec{config.decoder_width}"] if config.decoder_width != DECODER_WIDTH else []
     parts += [config.class_weights] if config.class_weights != "none" else []
     parts += ["anneal"] if config.weight_anneal else []
+    parts += [f"ema{config.ema_decay:g}"] if config.ema_decay else []
     parts += [] if config.augment else ["noaug"]
     parts += [f"crop{config.crop}"] if config.crop == "auto" or 0 < config.crop < config.img_size else []
     parts += [f"tb{config.time_budget:g}m"] if config.time_budget else []
@@ -176,6 +182,8 @@ def train(config, learn, info, run_dir, save, record=None):
     ids = {"run_id": wandb.run.id if wandb.run else None, "run_dir": str(run_dir)}  # sweep agent: trial -> folder
     cbs = [MetricsLog(run_dir / "metrics.jsonl", extra=ids, echo=not sys.stdout.isatty()),
            BestCheckpoint(save, monitor="miou"), *([WandbMetrics()] if wandb.run else [])]
+    if config.ema_decay:
+        cbs.append(EMAWeights(config.ema_decay))
     if config.weight_anneal:  # a no-op for a loss without class weights
         cbs.append(AnnealClassWeights())
     if freeze:

@@ -47,7 +47,7 @@ def test_wandb_agent_style_arguments():
 @pytest.mark.parametrize("bad", [["--augment=maybe"], ["--loss=hinge"], ["--class_weights=log"], ["--lr=-1"],
                                  ["--img_size=0"], ["--epochs=x"], ["--recipe=fast"], ["--crop=200"],
                                  ["--img_size=96", "--crop=120"], ["--focus=1.5"], ["--oversample=0.5"],
-                                 ["--decoder_width=0"]])
+                                 ["--decoder_width=0"], ["--ema_decay=1"], ["--ema_decay=-0.1"]])
 def test_bad_arguments_exit_2(bad, capsys):
     with pytest.raises(SystemExit) as e:
         train.parse_args(bad)
@@ -65,10 +65,12 @@ def test_recipes_set_defaults_and_flags_win():
 
 def test_names():
     c = SimpleNamespace(arch="resnet18", img_size=180, batch_size=8, lr=2e-3, loss="ce", class_weights="none",
-                        augment=True, time_budget=0, crop=0, weight_anneal=False, decoder_width=16)
+                        augment=True, time_budget=0, crop=0, weight_anneal=False, decoder_width=16, ema_decay=0)
     assert train.run_name(c, True) == "resnet18-img180-bs8-lr2e-03-ce"
     narrow = SimpleNamespace(**{**vars(c), "decoder_width": 8})
     assert train.run_name(narrow, True) == "resnet18-img180-bs8-lr2e-03-ce-dec8"
+    ema = SimpleNamespace(**{**vars(c), "ema_decay": 0.99})
+    assert train.run_name(ema, True) == "resnet18-img180-bs8-lr2e-03-ce-ema0.99"
     assert train.run_name(c, False) == "resnet18-img180-bs8-lr2e-03-ce-scratch"
     c.arch, c.class_weights, c.augment, c.time_budget = "timm/convnext_tiny", "sqrt_inv", False, 20
     assert train.run_name(c, True) == "timm-convnext_tiny-img180-bs8-lr2e-03-ce-sqrt_inv-noaug-tb20m"
@@ -104,6 +106,44 @@ def test_freeze_then_unfreeze_with_discriminative_lr(tiny_dataset, tmp_path):
     assert [s[:2] for s in seen] == [(False, False), (True, True)]  # frozen and unchanged, then trained
     assert seen[1][2] == pytest.approx(1 / train.ENCODER_LR_DIV)
     assert saved and len(lines(tmp_path / "metrics.jsonl")) == 2
+
+
+def test_ema_weights_are_validated_and_saved_while_the_live_weights_train(tiny_dataset, tmp_path):
+    """--ema_decay: validation and the checkpoint see the EMA of the live weights (and BN statistics) over the
+    steps so far, computed here independently; the live weights train on and are the learner's after the fit."""
+    from fastai.callback.core import Callback
+
+    decay = 0.6
+    config = train.parse_args(["--pretrained=False", "--img_size=32", "--batch_size=4", "--seed=0", "--epochs=2",
+                               f"--ema_decay={decay}"])
+    dls = train.get_data(config, tiny_dataset, "cpu")
+    learn, _, _ = train.get_learner(config, dls, "cpu")
+    live, ema, validated = learn.model, {}, []
+    floats = lambda m: {k: v.detach().double().clone() for k, v in m.state_dict().items()  # noqa: E731
+                        if v.is_floating_point()}
+
+    class Trajectory(Callback):
+        order = 50  # after EMAWeights and BestCheckpoint
+
+        def after_step(self):
+            for k, v in floats(live).items():
+                ema[k] = decay * ema[k] + (1 - decay) * v if k in ema else v
+
+        def after_epoch(self):
+            validated.append((self.learn.model is live, floats(self.learn.model), dict(ema)))
+
+    learn.add_cb(Trajectory())
+    saved = []
+    train.train(config, learn, {}, tmp_path, lambda m, metrics, e: saved.append((e, floats(m))))
+    assert len(validated) == 2 and saved and learn.model is live
+    for is_live, state, expected in validated:
+        assert not is_live and state.keys() == expected.keys()
+        for k, v in expected.items():
+            assert torch.allclose(state[k], v, rtol=1e-4, atol=1e-5), k
+    for epoch, state in saved:  # what BestCheckpoint saved is what that epoch validated
+        assert all(torch.equal(state[k], v) for k, v in validated[epoch - 1][1].items())
+    last = floats(live)
+    assert any(not torch.allclose(last[k], v, atol=1e-4) for k, v in validated[-1][2].items())  # EMA != live
 
 
 # ------------------------------------------------------------------ real runs (subprocesses, offline, no API key)
