@@ -56,7 +56,9 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--recipe", default=None, choices=list(cfg.RECIPES),
                    help="named configuration whose values become the defaults (explicit flags still win)")
-    p.add_argument("--img_size", type=int, default=180, help="frame height in pixels (width = 16/9 of it)")
+    p.add_argument("--img_size", type=int, default=180, help="frame height in pixels (width: --aspect times it)")
+    p.add_argument("--aspect", type=parse_aspect, default="16:9",
+                   help="frame width:height (BDD100K 16:9; CamVid's own frames are 4:3), or a number")
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--augment", type=str2bool, default=True, help="random flip, zoom/crop, brightness, contrast")
     p.add_argument("--epochs", type=int, default=10)
@@ -113,6 +115,29 @@ def parse_args(argv=None):
     return args
 
 
+def parse_aspect(text):
+    """'W:H' or a number, kept as given (a sweep value); `aspect_ratio` turns it into width / height."""
+    try:
+        aspect_ratio(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"expected a width:height ratio such as 16:9 or 1.5, got {text!r}")
+    return str(text)
+
+
+def aspect_ratio(text) -> float:
+    """Width / height of '16:9' or '1.78'."""
+    w, _, h = str(text).partition(":")
+    ratio = float(w) / float(h or 1)
+    if not 0.25 <= ratio <= 4:
+        raise ValueError(f"aspect {text} outside 1:4..4:1")
+    return ratio
+
+
+def frame_size(config, height=None) -> tuple:
+    """(h, w) of a frame (or crop) `height` px high (default img_size) at the configured aspect."""
+    return cfg.frame_size(height or config.img_size, aspect_ratio(config.aspect))
+
+
 def parse_crop(text):
     """'auto' or a crop height in pixels."""
     if str(text).lower() == "auto":
@@ -125,7 +150,8 @@ def parse_crop(text):
 
 def run_name(config, pretrained_loaded) -> str:
     """Run name from the int/categorical hyperparameters plus batch size and lr: resnet18-img180-bs8-lr2e-03-ce."""
-    parts = [config.arch.replace("/", "-"), f"img{config.img_size}", f"bs{config.batch_size}",
+    aspect = "" if config.aspect == "16:9" else "x" + config.aspect.replace(":", "by")
+    parts = [config.arch.replace("/", "-"), f"img{config.img_size}{aspect}", f"bs{config.batch_size}",
              f"lr{config.lr:.0e}", config.loss]
     parts += [f"dec{config.decoder_width}"] if config.decoder_width != DECODER_WIDTH else []
     parts += [config.class_weights] if config.class_weights != "none" else []
@@ -140,8 +166,8 @@ def run_name(config, pretrained_loaded) -> str:
 
 def get_data(config, data_path, device):
     """In-memory fastai DataLoaders at the configured frame size (decoded once); crops and rare-class sampling."""
-    size = cfg.frame_size(config.img_size)
-    crop = cfg.frame_size(config.crop) if config.crop != "auto" and 0 < config.crop < config.img_size else None
+    size = frame_size(config)
+    crop = frame_size(config, config.crop) if config.crop != "auto" and 0 < config.crop < config.img_size else None
     return get_dls(data_path, size, config.batch_size, augment=config.augment, device=device,
                    threads=config.num_workers, seed=config.seed, out_size=crop, focus=config.focus,
                    oversample=config.oversample, channels_last=dev.use_channels_last(device))
@@ -193,7 +219,7 @@ def train(config, learn, info, run_dir, save, record=None):
     if config.time_budget:
         cbs.append(TimeBudget(config.time_budget * 60))
         if config.crop == "auto":
-            cbs.append(AutoCrop(config.img_size, config.time_budget * 60, cfg.frame_size, record))
+            cbs.append(AutoCrop(config.img_size, config.time_budget * 60, partial(frame_size, config), record))
         n_epoch = MAX_BUDGET_EPOCHS
         print(f"note: --time_budget {config.time_budget:g} min: the schedule follows the clock, --epochs is ignored",
               file=sys.stderr)
@@ -219,7 +245,7 @@ def derived_config(config, run, dls, learn, info, data_path, device, threads, da
             "pretrained_loaded": bool(info.get("pretrained_loaded", False)),
             "pretrained_source": info.get("pretrained_source"), "device": str(device),
             "precision": dev.precision_name(device, config.mixed_precision), "threads": threads,
-            "frame_size": list(cfg.frame_size(config.img_size)), "n_train": dls.train.n, "n_valid": dls.valid.n,
+            "frame_size": list(frame_size(config)), "n_train": dls.train.n, "n_valid": dls.valid.n,
             "n_params": sum(p.numel() for p in learn.model.parameters())}
 
 

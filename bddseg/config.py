@@ -66,9 +66,10 @@ def reuse_image_memory(blocks: int = IMAGE_BLOCKS):
 ASPECT = 16 / 9  # BDD frames are 16:9; img_size is the height, the width follows
 
 
-def frame_size(height: int) -> tuple:
-    """(height, width) for a 16:9 frame of the given height, width rounded to an even number (180 -> (180, 320))."""
-    return int(height), int(round(height * ASPECT / 2)) * 2
+def frame_size(height: int, aspect: float = ASPECT) -> tuple:
+    """(height, width) for a frame of the given height and width/height `aspect` (default BDD's 16:9), width rounded
+    to an even number (180 -> (180, 320); 240 at 4:3 -> (240, 320))."""
+    return int(height), int(round(height * aspect / 2)) * 2
 
 
 # Named training configurations: `python train.py --recipe NAME` takes these as defaults (explicit flags win).

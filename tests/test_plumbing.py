@@ -99,6 +99,7 @@ def test_str2bool_rejects():
 def test_frame_size():
     assert config.frame_size(180) == (180, 320)
     assert config.frame_size(64) == (64, 114)
+    assert config.frame_size(240, 4 / 3) == (240, 320) and config.frame_size(90, 4 / 3) == (90, 120)
 
 
 # ------------------------------------------------------------------ layout rules

@@ -47,11 +47,23 @@ def test_wandb_agent_style_arguments():
 @pytest.mark.parametrize("bad", [["--augment=maybe"], ["--loss=hinge"], ["--class_weights=log"], ["--lr=-1"],
                                  ["--img_size=0"], ["--epochs=x"], ["--recipe=fast"], ["--crop=200"],
                                  ["--img_size=96", "--crop=120"], ["--focus=1.5"], ["--oversample=0.5"],
-                                 ["--decoder_width=0"], ["--ema_decay=1"], ["--ema_decay=-0.1"]])
+                                 ["--decoder_width=0"], ["--ema_decay=1"], ["--ema_decay=-0.1"],
+                                 ["--aspect=wide"], ["--aspect=4:0"], ["--aspect=9"]])
 def test_bad_arguments_exit_2(bad, capsys):
     with pytest.raises(SystemExit) as e:
         train.parse_args(bad)
     assert e.value.code == 2 and "error" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("aspect, frame, crop", [("4:3", (48, 64), (24, 32)), ("16:9", (48, 86), (24, 42)),
+                                                 ("1.5", (48, 72), (24, 36))])
+def test_aspect_sets_the_frame_and_crop_shapes(tiny_dataset, aspect, frame, crop):
+    """--aspect: frames (and crops) img_size high at that width:height, recorded as frame_size for eval."""
+    config = train.parse_args(["--img_size=48", f"--aspect={aspect}", "--crop=24", "--batch_size=4"])
+    assert train.frame_size(config) == frame and train.frame_size(config, 24) == crop
+    dls = train.get_data(config, tiny_dataset, "cpu")
+    x, y = dls.train.one_batch()
+    assert x.shape[-2:] == y.shape[-2:] == crop and dls.valid.one_batch()[0].shape[-2:] == frame
 
 
 def test_recipes_set_defaults_and_flags_win():
@@ -65,12 +77,15 @@ def test_recipes_set_defaults_and_flags_win():
 
 def test_names():
     c = SimpleNamespace(arch="resnet18", img_size=180, batch_size=8, lr=2e-3, loss="ce", class_weights="none",
-                        augment=True, time_budget=0, crop=0, weight_anneal=False, decoder_width=16, ema_decay=0)
+                        augment=True, time_budget=0, crop=0, weight_anneal=False, decoder_width=16, ema_decay=0,
+                        aspect="16:9")
     assert train.run_name(c, True) == "resnet18-img180-bs8-lr2e-03-ce"
     narrow = SimpleNamespace(**{**vars(c), "decoder_width": 8})
     assert train.run_name(narrow, True) == "resnet18-img180-bs8-lr2e-03-ce-dec8"
     ema = SimpleNamespace(**{**vars(c), "ema_decay": 0.99})
     assert train.run_name(ema, True) == "resnet18-img180-bs8-lr2e-03-ce-ema0.99"
+    camvid = SimpleNamespace(**{**vars(c), "img_size": 240, "aspect": "4:3"})
+    assert train.run_name(camvid, True) == "resnet18-img240x4by3-bs8-lr2e-03-ce"
     assert train.run_name(c, False) == "resnet18-img180-bs8-lr2e-03-ce-scratch"
     c.arch, c.class_weights, c.augment, c.time_budget = "timm/convnext_tiny", "sqrt_inv", False, 20
     assert train.run_name(c, True) == "timm-convnext_tiny-img180-bs8-lr2e-03-ce-sqrt_inv-noaug-tb20m"
