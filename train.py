@@ -27,8 +27,8 @@ from fastcore.basics import noop
 from safetensors.torch import load_file
 
 from bddseg import config as cfg
-from bddseg.averaging import EMAWeights
 from bddseg import device as dev
+from bddseg.averaging import EMAWeights
 from bddseg.checkpoint import WEIGHTS
 from bddseg.eda import classes_in_split
 from bddseg.cli import run_cli, str2bool
@@ -120,7 +120,8 @@ def parse_aspect(text):
     try:
         aspect_ratio(text)
     except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(f"expected a width:height ratio such as 16:9 or 1.5, got {text!r}")
+        hint = " (YAML reads an unquoted 4:3 as the number 243: quote it)" if str(text).isdigit() else ""
+        raise argparse.ArgumentTypeError(f"expected a width:height ratio such as 16:9 or 1.5, got {text!r}{hint}")
     return str(text)
 
 

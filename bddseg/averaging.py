@@ -1,9 +1,9 @@
 """Validate and checkpoint an exponential moving average (EMA) of the weights instead of the last step's weights.
 
-With a few hundred training frames and a high one-cycle lr, validation swings from epoch to epoch (CamVid, bf16:
-valid mIoU 0.16-0.36 mid-schedule), and the best checkpoint is picked from a swing. The EMA (torch's
-`AveragedModel` with `get_ema_multi_avg_fn`, BatchNorm statistics included) follows the weights over the last
-~1/(1-decay) optimizer steps; the optimizer keeps training the live weights.
+Meant for small data at a high one-cycle lr, where validation swings from epoch to epoch and the best checkpoint
+can come from a swing. The EMA (torch's `AveragedModel` with `get_ema_multi_avg_fn`, BatchNorm statistics
+included) follows the weights over about the last 1/(1-decay) optimizer steps; the optimizer keeps training the
+live weights. One CamVid run with it scored below one without (README "Recipes"): it is a sweep option.
 """
 from fastai.callback.core import Callback
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn

@@ -109,7 +109,9 @@ def recipe_arm(args, test, split, tmp, fp32=False) -> dict:
     epochs = len((run_dir / "metrics.jsonl").read_text().splitlines())
     return {"name": f"{args.recipe}-{run_config['precision']}", "seconds": round(seconds), "epochs": epochs,
             "best_epoch": summary["best_epoch"], "valid_miou": summary["best_metrics"]["miou"],
-            "config": {k: run_config[k] for k in [*config.RECIPES[args.recipe], "crop_picked"] if k in run_config},
+            "train_args": args.train_args,
+            "config": {k: run_config[k] for k in [*config.RECIPES[args.recipe], "crop_picked", "frame_size",
+                                                  "decoder_width", "ema_decay"] if k in run_config},
             "test": {k: metrics[f"{split}_{k}"] for k in ["miou", *(f"{c}_iou" for c in CLASS_KEYS), "pixel_acc"]}}
 
 

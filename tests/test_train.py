@@ -48,7 +48,7 @@ def test_wandb_agent_style_arguments():
                                  ["--img_size=0"], ["--epochs=x"], ["--recipe=fast"], ["--crop=200"],
                                  ["--img_size=96", "--crop=120"], ["--focus=1.5"], ["--oversample=0.5"],
                                  ["--decoder_width=0"], ["--ema_decay=1"], ["--ema_decay=-0.1"],
-                                 ["--aspect=wide"], ["--aspect=4:0"], ["--aspect=9"]])
+                                 ["--aspect=wide"], ["--aspect=4:0"], ["--aspect=243"]])
 def test_bad_arguments_exit_2(bad, capsys):
     with pytest.raises(SystemExit) as e:
         train.parse_args(bad)
