@@ -88,7 +88,7 @@ def parse_args(argv=None):
     p.add_argument("--time_budget", type=float, default=0,
                    help="minutes of fitting: the one-cycle schedule follows the clock, --epochs is ignored (0 = off)")
     p.add_argument("--crop", type=parse_crop, default=0,
-                   help="train on random crops this many px high (16:9) of the img_size frames (0 = whole frames; "
+                   help="train on random crops this many px high (at --aspect) of the img_size frames (0 = whole frames; "
                         "auto, with --time_budget: picked from this machine's step time, bddseg/operating_point.py)")
     p.add_argument("--focus", type=float, default=0.0,
                    help="share of training crops centred on a pixel of a rare class (light, sign, person, bicycle)")
@@ -127,9 +127,9 @@ def parse_aspect(text):
 
 def aspect_ratio(text) -> float:
     """Width / height of '16:9' or '1.78'."""
-    w, _, h = str(text).partition(":")
-    ratio = float(w) / float(h or 1)
-    if not 0.25 <= ratio <= 4:
+    w, colon, h = str(text).partition(":")
+    ratio = float(w) / float(h if colon else 1)
+    if not 0.25 <= ratio <= 4 or float(w) <= 0:
         raise ValueError(f"aspect {text} outside 1:4..4:1")
     return ratio
 
@@ -151,7 +151,7 @@ def parse_crop(text):
 
 def run_name(config, pretrained_loaded) -> str:
     """Run name from the int/categorical hyperparameters plus batch size and lr: resnet18-img180-bs8-lr2e-03-ce."""
-    aspect = "" if config.aspect == "16:9" else "x" + config.aspect.replace(":", "by")
+    aspect = "" if str(config.aspect) == "16:9" else "x" + str(config.aspect).replace(":", "by")
     parts = [config.arch.replace("/", "-"), f"img{config.img_size}{aspect}", f"bs{config.batch_size}",
              f"lr{config.lr:.0e}", config.loss]
     parts += [f"dec{config.decoder_width}"] if config.decoder_width != DECODER_WIDTH else []

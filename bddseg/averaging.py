@@ -3,7 +3,7 @@
 Meant for small data at a high one-cycle lr, where validation swings from epoch to epoch and the best checkpoint
 can come from a swing. The EMA (torch's `AveragedModel` with `get_ema_multi_avg_fn`, BatchNorm statistics
 included) follows the weights over about the last 1/(1-decay) optimizer steps; the optimizer keeps training the
-live weights. One CamVid run with it scored below one without (README "Recipes"): it is a sweep option.
+live weights. Not yet measured on CamVid (README "Recipes"): it is a sweep option.
 """
 from fastai.callback.core import Callback
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -29,7 +29,7 @@ class EMAWeights(Callback):
             self.learn.model = self.ema.module.eval()  # TrainEvalCallback already put the live model in eval
 
     def before_train(self):
-        self.learn.model = self.live
+        self.learn.model = self.live.train()  # TrainEvalCallback (order -10) just set the mode of the EMA copy
 
     def after_fit(self):
         self.learn.model = self.live

@@ -13,7 +13,7 @@ from pathlib import Path
 from bddseg import lookup
 from bddseg.wb import is_online
 
-META_KEYS = ("arch", "img_size", "dataset", "epoch", "metrics", "run_name", "run_id", "data_artifact",
+META_KEYS = ("arch", "img_size", "frame_size", "dataset", "epoch", "metrics", "run_name", "run_id", "data_artifact",
              "data_manifest_sha256")
 REGISTRY = "wandb-registry-model"
 

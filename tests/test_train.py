@@ -48,7 +48,8 @@ def test_wandb_agent_style_arguments():
                                  ["--img_size=0"], ["--epochs=x"], ["--recipe=fast"], ["--crop=200"],
                                  ["--img_size=96", "--crop=120"], ["--focus=1.5"], ["--oversample=0.5"],
                                  ["--decoder_width=0"], ["--ema_decay=1"], ["--ema_decay=-0.1"],
-                                 ["--aspect=wide"], ["--aspect=4:0"], ["--aspect=243"]])
+                                 ["--aspect=wide"], ["--aspect=4:0"], ["--aspect=243"], ["--aspect=4:"],
+                                 ["--aspect=-4:-3"]])
 def test_bad_arguments_exit_2(bad, capsys):
     with pytest.raises(SystemExit) as e:
         train.parse_args(bad)
@@ -86,6 +87,8 @@ def test_names():
     assert train.run_name(ema, True) == "resnet18-img180-bs8-lr2e-03-ce-ema0.99"
     camvid = SimpleNamespace(**{**vars(c), "img_size": 240, "aspect": "4:3"})
     assert train.run_name(camvid, True) == "resnet18-img240x4by3-bs8-lr2e-03-ce"
+    camvid.aspect = 1.5  # a number, as a W&B sweep's config may pass it
+    assert train.run_name(camvid, True) == "resnet18-img240x1.5-bs8-lr2e-03-ce"
     assert train.run_name(c, False) == "resnet18-img180-bs8-lr2e-03-ce-scratch"
     c.arch, c.class_weights, c.augment, c.time_budget = "timm/convnext_tiny", "sqrt_inv", False, 20
     assert train.run_name(c, True) == "timm-convnext_tiny-img180-bs8-lr2e-03-ce-sqrt_inv-noaug-tb20m"
@@ -138,7 +141,11 @@ def test_ema_weights_are_validated_and_saved_while_the_live_weights_train(tiny_d
                         if v.is_floating_point()}
 
     class Trajectory(Callback):
-        order = 50  # after EMAWeights and BestCheckpoint
+        order = 50  # after EMAWeights (0)
+
+        def before_batch(self):
+            if self.training:  # the optimizer trains the live model, in train mode (BatchNorm statistics update)
+                assert self.learn.model is live and live.training
 
         def after_step(self):
             for k, v in floats(live).items():
