@@ -88,8 +88,9 @@ def parse_args(argv=None):
     p.add_argument("--time_budget", type=float, default=0,
                    help="minutes of fitting: the one-cycle schedule follows the clock, --epochs is ignored (0 = off)")
     p.add_argument("--crop", type=parse_crop, default=0,
-                   help="train on random crops this many px high (at --aspect) of the img_size frames (0 = whole frames; "
-                        "auto, with --time_budget: picked from this machine's step time, bddseg/operating_point.py)")
+                   help="train on random crops this many px high (at --aspect) of the img_size frames (0 = whole "
+                        "frames; auto, with --time_budget: picked from this machine's step time, "
+                        "bddseg/operating_point.py)")
     p.add_argument("--focus", type=float, default=0.0,
                    help="share of training crops centred on a pixel of a rare class (light, sign, person, bicycle)")
     p.add_argument("--oversample", type=float, default=1.0,
@@ -107,9 +108,10 @@ def parse_args(argv=None):
     if args.lr <= 0 or args.freeze_epochs < 0 or args.num_workers < 0 or args.time_budget < 0:
         p.error("--lr must be > 0; --freeze_epochs, --num_workers and --time_budget must be >= 0")
     if (args.crop != "auto" and not 0 <= args.crop <= args.img_size) or not 0 <= args.focus <= 1 \
-            or args.oversample < 1 or not 0 <= args.ema_decay < 1:
-        p.error(f"--crop must be 0..img_size ({args.img_size}) or auto, --focus 0..1, --oversample >= 1 and "
-                f"--ema_decay 0..1 (1 excluded)")
+            or args.oversample < 1:
+        p.error(f"--crop must be 0..img_size ({args.img_size}) or auto, --focus 0..1 and --oversample >= 1")
+    if not 0 <= args.ema_decay < 1:
+        p.error(f"--ema_decay must be in [0, 1) (0 = off), got {args.ema_decay}")
     if args.crop == "auto" and not args.time_budget:
         p.error("--crop auto picks crops for a --time_budget: give one, or a crop size")
     return args
