@@ -36,7 +36,8 @@ from bddseg.loaders import get_dls
 from bddseg.losses import CLASS_WEIGHTS, LOSSES, class_frequencies, loss_from_config
 from bddseg.metrics import seg_metrics
 from bddseg.models import DECODER_WIDTH, build_model, param_groups
-from bddseg.operating_point import AutoCrop
+from bddseg.layout import image_aspect
+from bddseg.operating_point import MAX_HEIGHT, AutoCrop, probe_img_size
 from bddseg.precision import AutocastMixedPrecision, StopOnNonFinite
 from bddseg.lineage import manifest_sha256
 from bddseg.record import BestCheckpoint, MetricsLog, WandbMetrics
@@ -56,9 +57,12 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--recipe", default=None, choices=list(cfg.RECIPES),
                    help="named configuration whose values become the defaults (explicit flags still win)")
-    p.add_argument("--img_size", type=int, default=180, help="frame height in pixels (width: --aspect times it)")
+    p.add_argument("--img_size", type=parse_img_size, default=180,
+                   help="frame height in pixels (width: --aspect times it); auto, with --time_budget: the largest "
+                        "that buys enough steps on this machine (bddseg/operating_point.py)")
     p.add_argument("--aspect", type=parse_aspect, default="16:9",
-                   help="frame width:height (BDD100K 16:9; CamVid's own frames are 4:3), or a number")
+                   help="frame width:height (BDD100K 16:9; CamVid's own frames are 4:3), a number, or auto: the "
+                        "training images' own")
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--augment", type=str2bool, default=True, help="random flip, zoom/crop, brightness, contrast")
     p.add_argument("--epochs", type=int, default=10)
@@ -103,22 +107,35 @@ def parse_args(argv=None):
         p.set_defaults(**cfg.RECIPES[recipe])
     args = p.parse_args(argv)
     for name in ("img_size", "batch_size", "epochs", "decoder_width"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) != "auto" and getattr(args, name) < 1:
             p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     if args.lr <= 0 or args.freeze_epochs < 0 or args.num_workers < 0 or args.time_budget < 0:
         p.error("--lr must be > 0; --freeze_epochs, --num_workers and --time_budget must be >= 0")
-    if (args.crop != "auto" and not 0 <= args.crop <= args.img_size) or not 0 <= args.focus <= 1 \
-            or args.oversample < 1:
-        p.error(f"--crop must be 0..img_size ({args.img_size}) or auto, --focus 0..1 and --oversample >= 1")
+    top = MAX_HEIGHT if args.img_size == "auto" else args.img_size
+    if (args.crop != "auto" and not 0 <= args.crop <= top) or not 0 <= args.focus <= 1 or args.oversample < 1:
+        p.error(f"--crop must be 0..img_size ({top}) or auto, --focus 0..1 and --oversample >= 1")
     if not 0 <= args.ema_decay < 1:
         p.error(f"--ema_decay must be in [0, 1) (0 = off), got {args.ema_decay}")
-    if args.crop == "auto" and not args.time_budget:
-        p.error("--crop auto picks crops for a --time_budget: give one, or a crop size")
+    for name in ("crop", "img_size"):
+        if getattr(args, name) == "auto" and not args.time_budget:
+            p.error(f"--{name} auto picks a size for a --time_budget: give one, or a size")
     return args
 
 
+def parse_img_size(text):
+    """'auto' or a frame height in pixels."""
+    if str(text).lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a frame height in pixels or auto, got {text!r}")
+
+
 def parse_aspect(text):
-    """'W:H' or a number, kept as given (a sweep value); `aspect_ratio` turns it into width / height."""
+    """'W:H', a number or 'auto', kept as given (a sweep value); `aspect_ratio` turns W:H into width / height."""
+    if str(text).lower() == "auto":
+        return "auto"
     try:
         aspect_ratio(text)
     except (ValueError, ZeroDivisionError):
@@ -136,9 +153,30 @@ def aspect_ratio(text) -> float:
     return ratio
 
 
+def img_height(config) -> int:
+    """The frame height: --img_size, or for auto what the probe picked (`img_size_picked`, see pick_frame)."""
+    return config.img_size_picked if config.img_size == "auto" else config.img_size
+
+
 def frame_size(config, height=None) -> tuple:
-    """(h, w) of a frame (or crop) `height` px high (default img_size) at the configured aspect."""
-    return cfg.frame_size(height or config.img_size, aspect_ratio(config.aspect))
+    """(h, w) of a frame (or crop) `height` px high (default the frame height) at the configured aspect (for auto,
+    the training images' own: `aspect_picked`)."""
+    aspect = config.aspect_picked if config.aspect == "auto" else aspect_ratio(config.aspect)
+    return cfg.frame_size(height or img_height(config), aspect)
+
+
+def pick_frame(config, data_path, device) -> dict:
+    """What --aspect auto and --img_size auto stand for on this data and machine, for the run's config."""
+    picked = {"aspect_picked": round(image_aspect(data_path), 4)} if config.aspect == "auto" else {}
+    if config.img_size == "auto":
+        aspect = picked.get("aspect_picked") or aspect_ratio(config.aspect)
+
+        def make_model():  # random init: the probe times steps, the weights do not matter
+            return build_model(config.arch, len(cfg.BDD_CLASSES), False, [], config.decoder_width)[0]
+        picked |= probe_img_size(make_model, partial(cfg.frame_size, aspect=aspect), config.batch_size,
+                                 config.time_budget * 60, device, partial(dev.autocast_context, device,
+                                 config.mixed_precision), dev.use_channels_last(device))
+    return picked
 
 
 def parse_crop(text):
@@ -154,14 +192,15 @@ def parse_crop(text):
 def run_name(config, pretrained_loaded) -> str:
     """Run name from the int/categorical hyperparameters plus batch size and lr: resnet18-img180-bs8-lr2e-03-ce."""
     aspect = "" if str(config.aspect) == "16:9" else "x" + str(config.aspect).replace(":", "by")
-    parts = [config.arch.replace("/", "-"), f"img{config.img_size}{aspect}", f"bs{config.batch_size}",
+    size = f"{img_height(config)}{'auto' if config.img_size == 'auto' else ''}"
+    parts = [config.arch.replace("/", "-"), f"img{size}{aspect}", f"bs{config.batch_size}",
              f"lr{config.lr:.0e}", config.loss]
     parts += [f"dec{config.decoder_width}"] if config.decoder_width != DECODER_WIDTH else []
     parts += [config.class_weights] if config.class_weights != "none" else []
     parts += ["anneal"] if config.weight_anneal else []
     parts += [f"ema{config.ema_decay:g}"] if config.ema_decay else []
     parts += [] if config.augment else ["noaug"]
-    parts += [f"crop{config.crop}"] if config.crop == "auto" or 0 < config.crop < config.img_size else []
+    parts += [f"crop{config.crop}"] if config.crop == "auto" or 0 < config.crop < img_height(config) else []
     parts += [f"tb{config.time_budget:g}m"] if config.time_budget else []
     parts += [] if pretrained_loaded else ["scratch"]
     return "-".join(parts)
@@ -170,7 +209,7 @@ def run_name(config, pretrained_loaded) -> str:
 def get_data(config, data_path, device):
     """In-memory fastai DataLoaders at the configured frame size (decoded once); crops and rare-class sampling."""
     size = frame_size(config)
-    crop = frame_size(config, config.crop) if config.crop != "auto" and 0 < config.crop < config.img_size else None
+    crop = frame_size(config, config.crop) if config.crop != "auto" and 0 < config.crop < img_height(config) else None
     return get_dls(data_path, size, config.batch_size, augment=config.augment, device=device,
                    threads=config.num_workers, seed=config.seed, out_size=crop, focus=config.focus,
                    oversample=config.oversample, channels_last=dev.use_channels_last(device))
@@ -222,7 +261,7 @@ def train(config, learn, info, run_dir, save, record=None):
     if config.time_budget:
         cbs.append(TimeBudget(config.time_budget * 60))
         if config.crop == "auto":
-            cbs.append(AutoCrop(config.img_size, config.time_budget * 60, partial(frame_size, config), record))
+            cbs.append(AutoCrop(img_height(config), config.time_budget * 60, partial(frame_size, config), record))
         n_epoch = MAX_BUDGET_EPOCHS
         print(f"note: --time_budget {config.time_budget:g} min: the schedule follows the clock, --epochs is ignored",
               file=sys.stderr)
@@ -263,9 +302,10 @@ def main(argv=None):
     args = parse_args(argv)
     with TrainingRun(args, project=args.project or f"unet-{dataset_name(args.data)}") as run:
         config = run.config
-        set_seed(config.seed)
         threads, device = dev.set_threads(), dev.get_device()
         data = resolve_dataset(config.data, run.wandb)
+        config.update(pick_frame(config, data.path, device), allow_val_change=True)
+        set_seed(config.seed)
         dls = get_data(config, data.path, device)
         learn, info, weights = get_learner(config, dls, device)
         run.set_up({**derived_config(config, run.wandb, dls, learn, info, data.path, device, threads, data.artifact),

@@ -6,9 +6,11 @@ A raw artifact folder holds `images/<stem>.<ext>`, `labels/<stem>_mask.png` (uin
 """
 import hashlib
 import json
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
+from PIL import Image
 
 from bddseg import config
 
@@ -48,6 +50,18 @@ def read_split(root, stages=None) -> pd.DataFrame:
     df["image"] = [str(image_path(root, f)) for f in df.File_Name]
     df["label"] = [str(label_path(root, f)) for f in df.File_Name]
     return df
+
+
+def image_aspect(root, stage="train") -> float:
+    """Width / height of a stage's images (the most common one; headers only): `train.py --aspect auto`."""
+    sizes = Counter()
+    for path in read_split(root, stage).image:
+        with Image.open(path) as im:
+            sizes[im.size] += 1
+    if not sizes:
+        raise ValueError(f"{root}: no {stage} images to take an aspect from")
+    (w, h), _ = sizes.most_common(1)[0]
+    return w / h
 
 
 def sha256(path, chunk=1 << 20) -> str:

@@ -1,6 +1,13 @@
-"""`--crop auto`: the crop size of a time-budgeted run, picked from this machine's measured step time.
+"""The operating point of a time-budgeted run, picked from this machine's measured step time: `--img_size auto`
+(frame height, timed before the data is decoded) and `--crop auto` (crops, timed on the run's first steps).
 
-A budget buys a number of optimizer steps, and a slow machine (a CPU without bf16: 2-5x slower per step) buys
+`--img_size auto`: `probe_img_size` times training steps (forward, loss, backward, AdamW) of a fresh model on random
+batches of MAX_HEIGHT-high frames, in the run's precision, and `pick_height` takes the largest height (multiple of
+8, MIN_HEIGHT..MAX_HEIGHT) whose step, scaled by pixels, gets `MIN_STEPS` into the budget. A fast bf16 CPU gets
+240 px frames, a CPU without bf16 smaller ones (README "Recipes"). The probe runs before the budget's clock starts,
+like the decode, and takes 9 steps at 240 px (about 15 s in bf16 and 25 s in fp32 on a 2-core Zen 4 EPYC).
+
+`--crop auto`: a budget buys a number of optimizer steps, and a slow machine (a CPU without bf16: 2-5x slower per step) buys
 too few on whole frames for a U-Net trained from scratch. `AutoCrop` times the run's first training steps
 on whole frames; when the budget at that pace buys fewer than `MIN_STEPS`, it switches the train loader to
 random crops whose pixel count brings the step count up to `MIN_STEPS` (a step's cost is about linear in
@@ -15,14 +22,17 @@ import sys
 import time
 
 import torch
+import torch.nn.functional as F
 from fastai.callback.core import Callback
 
 from bddseg.loaders import Augment
 from bddseg.schedule import TimeBudget
 
 MIN_STEPS = 1000  # what 21 minutes buy at whole 180x320 frames on a bf16 CPU (27 epochs of 45 steps: about 1,200)
+MIN_HEIGHT, MAX_HEIGHT = 96, 240  # --img_size auto picks a frame height in this range
 MIN_SHARE = 0.5  # crops no smaller than half the frame height (a quarter of its pixels)
-WARMUP_STEPS, PROBE_STEPS = 3, 4  # the median of 4 training steps after 3 untimed ones (oneDNN set-up, allocations)
+WARMUP_STEPS, PROBE_STEPS = 3, 6  # the median of 6 training steps after 3 untimed ones (oneDNN set-up,
+# allocations); on a 2-core Zen 4 EPYC single bf16 steps at 240x320 ranged 1.25-1.9 s
 
 
 def pick_crop(img_size: int, step_s: float, budget_s: float, min_steps=MIN_STEPS, min_share=MIN_SHARE) -> int:
@@ -32,6 +42,51 @@ def pick_crop(img_size: int, step_s: float, budget_s: float, min_steps=MIN_STEPS
         return 0
     height = int(img_size * math.sqrt(steps / min_steps)) // 8 * 8  # pixels (and step time) go with height squared
     return max(height, math.ceil(min_share * img_size / 8) * 8)
+
+
+def pick_height(step_s: float, probe_height: int, budget_s: float, min_steps=MIN_STEPS) -> int:
+    """Frame height for `--img_size auto`: the largest multiple of 8 up to MAX_HEIGHT whose step (pixels times
+    `step_s`, measured at `probe_height`) gets `min_steps` into the budget; never below MIN_HEIGHT."""
+    height = probe_height * math.sqrt(budget_s / step_s / min_steps)  # step time goes with pixels: height squared
+    return int(min(max(height, MIN_HEIGHT), MAX_HEIGHT)) // 8 * 8
+
+
+def time_train_step(model, frame, batch_size: int, device, autocast, channels_last=False) -> float:
+    """Median seconds of a training step of `model` on random batches of `frame` (h, w): forward under `autocast`,
+    cross-entropy, backward, fused AdamW (the run's optimizer kernel); the first WARMUP_STEPS are not timed."""
+    model = model.to(device).train()
+    x = torch.randn(batch_size, 3, *frame, device=device)
+    if channels_last:
+        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), fused=True)
+    times = []
+    for _ in range(WARMUP_STEPS + PROBE_STEPS):
+        t0 = time.perf_counter()
+        with autocast():
+            out = model(x)
+        loss = F.cross_entropy(out.float(), torch.randint(0, out.shape[1], (batch_size, *frame), device=device))
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times[WARMUP_STEPS:])
+
+
+def probe_img_size(make_model, frame_size, batch_size: int, budget_s: float, device, autocast, channels_last) -> dict:
+    """`--img_size auto`: time a model from `make_model()` at MAX_HEIGHT frames (`frame_size(height)` -> (h, w)) and
+    pick the height; returns the pick and the figures behind it for the run's config (`img_size_picked`, ...)."""
+    t0 = time.perf_counter()
+    with torch.random.fork_rng():  # the run's seeded random stream stays as it would be without the probe
+        step_s = time_train_step(make_model(), frame_size(MAX_HEIGHT), batch_size, device, autocast, channels_last)
+    height = pick_height(step_s, MAX_HEIGHT, budget_s)
+    steps = round(budget_s / step_s * (MAX_HEIGHT / height) ** 2)
+    (ph, pw), (h, w) = frame_size(MAX_HEIGHT), frame_size(height)
+    print(f"--img_size auto: {step_s:.2f} s per step at {ph}x{pw} -> frames of {h}x{w}, about {steps} steps in the "
+          f"budget (probe {time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+    return {"img_size_picked": height, "size_probe_step_s": round(step_s, 4), "size_probe_frame": [ph, pw],
+            "size_probe_steps_in_budget": steps}
 
 
 class AutoCrop(Callback):

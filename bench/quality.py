@@ -45,6 +45,8 @@ from course_way import BATCH_SIZE, IMG_SIZE, LR, course_dls, course_learner
 
 ROOT = Path(__file__).resolve().parents[1]
 
+PICKED = ["img_size_picked", "aspect_picked", "size_probe_step_s", "crop_picked", "frame_size", "decoder_width",
+          "ema_decay"]  # what a recipe arm's train.py worked out or was given, recorded beside the recipe's values
 MAX_EPOCHS = 10_000  # the clock ends the course-way fit, as train.py's --time_budget does
 
 
@@ -110,8 +112,7 @@ def recipe_arm(args, test, split, tmp, fp32=False) -> dict:
     return {"name": f"{args.recipe}-{run_config['precision']}", "seconds": round(seconds), "epochs": epochs,
             "best_epoch": summary["best_epoch"], "valid_miou": summary["best_metrics"]["miou"],
             "train_args": args.train_args,
-            "config": {k: run_config[k] for k in [*config.RECIPES[args.recipe], "crop_picked", "frame_size",
-                                                  "decoder_width", "ema_decay"] if k in run_config},
+            "config": {k: run_config[k] for k in [*config.RECIPES[args.recipe], *PICKED] if k in run_config},
             "test": {k: metrics[f"{split}_{k}"] for k in ["miou", *(f"{c}_iou" for c in CLASS_KEYS), "pixel_acc"]}}
 
 

@@ -1,10 +1,13 @@
-"""--crop auto (bddseg/operating_point.py) and annealed class weights (schedule.AnnealClassWeights)."""
+"""--img_size auto, --aspect auto, --crop auto (bddseg/operating_point.py) and annealed class weights
+(schedule.AnnealClassWeights)."""
 import json
 import math
+from contextlib import nullcontext
 from types import SimpleNamespace
 
 import pytest
 import torch
+from PIL import Image
 from test_train import run
 
 import train
@@ -12,8 +15,42 @@ import train
 from bddseg import config
 from bddseg.loaders import TensorLoader
 from bddseg.losses import get_loss
-from bddseg.operating_point import MIN_STEPS, AutoCrop, pick_crop
+from bddseg.layout import image_aspect, read_split
+from bddseg.operating_point import MAX_HEIGHT, MIN_HEIGHT, MIN_STEPS, AutoCrop, pick_crop, pick_height, probe_img_size
 from bddseg.schedule import AnnealClassWeights
+
+
+@pytest.mark.parametrize("step_s", [0.5, 1.26, 1.5, 3.0, 8.0])
+def test_the_height_is_the_largest_that_buys_the_steps(step_s):
+    budget = 21 * 60
+    h = pick_height(step_s, 240, budget)
+    steps_at = lambda h: budget / (step_s * (h / 240) ** 2)  # noqa: E731  (step time ~ pixels)
+    assert h % 8 == 0 and MIN_HEIGHT <= h <= MAX_HEIGHT
+    assert (steps_at(h) >= MIN_STEPS or h == MIN_HEIGHT) and (steps_at(h + 8) < MIN_STEPS or h == MAX_HEIGHT)
+    assert pick_height(step_s / 4, 120, budget) == h  # the same speed per pixel, measured at half the height
+
+
+def test_the_probe_times_steps_and_leaves_the_random_stream_alone():
+    frame = lambda h: (h // 8, h // 4)  # noqa: E731  (30x60 at MAX_HEIGHT: a cheap probe)
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    picked = probe_img_size(lambda: torch.nn.Conv2d(3, 7, 3, padding=1), frame, 2, 60, "cpu", nullcontext, False)
+    assert torch.equal(torch.rand(3), expected)
+    assert picked["size_probe_frame"] == list(frame(MAX_HEIGHT)) and picked["size_probe_step_s"] > 0
+    assert picked["img_size_picked"] == pick_height(picked["size_probe_step_s"], MAX_HEIGHT, 60)
+
+
+def test_image_aspect_is_the_most_common_shape(tiny_dataset, tmp_path):
+    assert image_aspect(tiny_dataset) == pytest.approx(112 / 64)
+    df = read_split(tiny_dataset, "train")
+    (tmp_path / "images").mkdir()
+    for i, name in enumerate(df.File_Name[:3]):
+        Image.new("RGB", (40, 30) if i else (90, 30)).save(tmp_path / "images" / name)
+    df[["File_Name", "Stage"]][:3].to_csv(tmp_path / "data_split.csv", index=False)
+    assert image_aspect(tmp_path) == pytest.approx(4 / 3)
+    with pytest.raises(ValueError, match="no valid images"):
+        image_aspect(tmp_path, "valid")
 
 
 def test_whole_frames_when_the_budget_buys_enough_steps():
@@ -90,9 +127,28 @@ def test_train_py_picks_and_records_a_crop(tiny_dataset, tmp_path):
     assert json.loads((d / "meta.json").read_text())["config"]["crop_picked"] == c["crop_picked"]
 
 
+def test_train_py_picks_and_records_the_frame(tiny_dataset, tmp_path):
+    r = run(["--img_size", "auto", "--aspect", "auto", "--batch_size", "1", "--time_budget", "0.05",
+             "--pretrained", "False"], tmp_path, tiny_dataset)
+    assert r.rc == 0, r.err[-3000:]
+    assert "--img_size auto:" in r.err
+    c = json.loads((r.runs[0] / "config.json").read_text())
+    assert c["img_size"] == c["aspect"] == "auto" and c["aspect_picked"] == round(112 / 64, 4)
+    assert c["size_probe_frame"] == list(config.frame_size(MAX_HEIGHT, 112 / 64))
+    assert c["img_size_picked"] == pick_height(c["size_probe_step_s"], MAX_HEIGHT, 0.05 * 60)  # 3 s: the smallest
+    assert c["frame_size"] == list(config.frame_size(c["img_size_picked"], 112 / 64))
+    assert f"-img{c['img_size_picked']}autoxauto-" in r.runs[0].name
+    assert json.loads((r.runs[0] / "meta.json").read_text())["frame_size"] == c["frame_size"]  # what eval reads
+
+
 def test_crop_auto_needs_a_time_budget(capsys):
     with pytest.raises(SystemExit) as e:
         train.parse_args(["--crop", "auto"])
     assert e.value.code == 2 and "--crop auto" in capsys.readouterr().err
     assert train.parse_args(["--crop", "AUTO", "--time_budget", "5"]).crop == "auto"
     assert train.parse_args(["--crop=96"]).crop == 96
+    with pytest.raises(SystemExit) as e:
+        train.parse_args(["--img_size", "auto"])
+    assert e.value.code == 2 and "--img_size auto" in capsys.readouterr().err
+    a = train.parse_args(["--img_size", "Auto", "--aspect", "AUTO", "--time_budget", "5", "--crop", "200"])
+    assert (a.img_size, a.aspect, a.crop) == ("auto", "auto", 200)  # crops up to MAX_HEIGHT

@@ -49,7 +49,8 @@ def test_wandb_agent_style_arguments():
                                  ["--img_size=96", "--crop=120"], ["--focus=1.5"], ["--oversample=0.5"],
                                  ["--decoder_width=0"], ["--ema_decay=1"], ["--ema_decay=-0.1"],
                                  ["--aspect=wide"], ["--aspect=4:0"], ["--aspect=243"], ["--aspect=4:"],
-                                 ["--aspect=-4:-3"]])
+                                 ["--aspect=-4:-3"], ["--img_size=big"],
+                                 ["--img_size=auto", "--time_budget=5", "--crop=248"]])
 def test_bad_arguments_exit_2(bad, capsys):
     with pytest.raises(SystemExit) as e:
         train.parse_args(bad)
@@ -89,6 +90,8 @@ def test_names():
     assert train.run_name(camvid, True) == "resnet18-img240x4by3-bs8-lr2e-03-ce"
     camvid.aspect = 1.5  # a number, as a W&B sweep's config may pass it
     assert train.run_name(camvid, True) == "resnet18-img240x1.5-bs8-lr2e-03-ce"
+    picked = SimpleNamespace(**{**vars(c), "img_size": "auto", "img_size_picked": 152, "aspect": "auto"})
+    assert train.run_name(picked, True) == "resnet18-img152autoxauto-bs8-lr2e-03-ce"
     assert train.run_name(c, False) == "resnet18-img180-bs8-lr2e-03-ce-scratch"
     c.arch, c.class_weights, c.augment, c.time_budget = "timm/convnext_tiny", "sqrt_inv", False, 20
     assert train.run_name(c, True) == "timm-convnext_tiny-img180-bs8-lr2e-03-ce-sqrt_inv-noaug-tb20m"
