@@ -1,0 +1,40 @@
+"""bench/class_bias.py on a tiny weighted run: every variant scored on valid and test, the unbiased test row equal
+to eval.py's own metrics, and a clear error for a run trained without class weights."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_eval import run_eval
+from test_train import FAST, run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def bench(model, data):
+    return subprocess.run([sys.executable, "bench/class_bias.py", "--model", str(model), "--data", str(data)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_variants_on_both_stages_and_the_plain_row_matches_eval(tiny_dataset, tmp_path):
+    r = run([*FAST, "--pretrained", "False", "--class_weights", "sqrt_inv"], tmp_path, tiny_dataset)
+    assert r.rc == 0, r.err[-3000:]
+    out = bench(r.runs[0], tiny_dataset)
+    assert out.returncode == 0, out.stderr[-3000:]
+    table = [line.split() for line in out.stdout.splitlines()]
+    scored = {(" ".join(row[:-9]), row[-9]): [float(v) for v in row[-8:]] for row in table
+              if len(row) >= 10 and row[-9] in ("valid", "test")}
+    assert set(scored) == {(v, s) for v in ("none", "-0.5 log w", "-log w") for s in ("valid", "test")}
+    code, _ = run_eval(["--model", str(r.runs[0]), "--data", str(tiny_dataset), "--split", "test",
+                        "--out", str(tmp_path / "eval")])
+    assert code == 0
+    metrics = json.loads(next((tmp_path / "eval").glob("*/metrics.json")).read_text())
+    assert scored[("none", "test")][0] == pytest.approx(metrics["test_miou"], abs=2e-3)  # mIoU, printed to 3 places
+
+
+def test_a_run_without_class_weights_is_refused(tiny_dataset, tmp_path):
+    r = run([*FAST, "--pretrained", "False"], tmp_path, tiny_dataset)
+    assert r.rc == 0, r.err[-3000:]
+    out = bench(r.runs[0], tiny_dataset)
+    assert out.returncode != 0 and "trained without class weights" in out.stderr
