@@ -37,7 +37,7 @@ from bddseg.losses import CLASS_WEIGHTS, LOSSES, class_frequencies, loss_from_co
 from bddseg.metrics import seg_metrics
 from bddseg.models import DECODER_WIDTH, build_model, param_groups
 from bddseg.layout import image_aspect
-from bddseg.operating_point import MAX_HEIGHT, AutoCrop, probe_img_size
+from bddseg.operating_point import AutoCrop, probe_img_size
 from bddseg.precision import AutocastMixedPrecision, StopOnNonFinite
 from bddseg.lineage import manifest_sha256
 from bddseg.record import BestCheckpoint, MetricsLog, WandbMetrics
@@ -111,9 +111,11 @@ def parse_args(argv=None):
             p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     if args.lr <= 0 or args.freeze_epochs < 0 or args.num_workers < 0 or args.time_budget < 0:
         p.error("--lr must be > 0; --freeze_epochs, --num_workers and --time_budget must be >= 0")
-    top = MAX_HEIGHT if args.img_size == "auto" else args.img_size
-    if (args.crop != "auto" and not 0 <= args.crop <= top) or not 0 <= args.focus <= 1 or args.oversample < 1:
-        p.error(f"--crop must be 0..img_size ({top}) or auto, --focus 0..1 and --oversample >= 1")
+    if args.img_size == "auto" and args.crop not in (0, "auto"):
+        p.error(f"--img_size auto times whole frames: it does not combine with --crop {args.crop} (use 0 or auto)")
+    if (args.crop not in (0, "auto") and not 0 < args.crop <= args.img_size) or not 0 <= args.focus <= 1 \
+            or args.oversample < 1:
+        p.error(f"--crop must be 0..img_size ({args.img_size}) or auto, --focus 0..1 and --oversample >= 1")
     if not 0 <= args.ema_decay < 1:
         p.error(f"--ema_decay must be in [0, 1) (0 = off), got {args.ema_decay}")
     for name in ("crop", "img_size"):

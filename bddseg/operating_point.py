@@ -5,7 +5,7 @@
 batches of MAX_HEIGHT-high frames, in the run's precision, and `pick_height` takes the largest height (multiple of
 8, MIN_HEIGHT..MAX_HEIGHT) whose step, scaled by pixels, gets `MIN_STEPS` into the budget. A fast bf16 CPU gets
 240 px frames, a CPU without bf16 smaller ones (README "Recipes"). The probe runs before the budget's clock starts,
-like the decode, and takes 9 steps at 240 px (about 15 s in bf16 and 25 s in fp32 on a 2-core Zen 4 EPYC).
+like the decode, and takes 9 steps at 240 px (16 s in bf16 and 23 s in fp32 on a 2-core Zen 4 EPYC).
 
 `--crop auto`: a budget buys a number of optimizer steps, and a slow machine (a CPU without bf16: 2-5x slower per step) buys
 too few on whole frames for a U-Net trained from scratch. `AutoCrop` times the run's first training steps
@@ -47,7 +47,7 @@ def pick_crop(img_size: int, step_s: float, budget_s: float, min_steps=MIN_STEPS
 def pick_height(step_s: float, probe_height: int, budget_s: float, min_steps=MIN_STEPS) -> int:
     """Frame height for `--img_size auto`: the largest multiple of 8 up to MAX_HEIGHT whose step (pixels times
     `step_s`, measured at `probe_height`) gets `min_steps` into the budget; never below MIN_HEIGHT."""
-    height = probe_height * math.sqrt(budget_s / step_s / min_steps)  # step time goes with pixels: height squared
+    height = probe_height * math.sqrt(budget_s / max(step_s, 1e-6) / min_steps)  # step time ~ pixels: height squared
     return int(min(max(height, MIN_HEIGHT), MAX_HEIGHT)) // 8 * 8
 
 
@@ -78,7 +78,9 @@ def probe_img_size(make_model, frame_size, batch_size: int, budget_s: float, dev
     """`--img_size auto`: time a model from `make_model()` at MAX_HEIGHT frames (`frame_size(height)` -> (h, w)) and
     pick the height; returns the pick and the figures behind it for the run's config (`img_size_picked`, ...)."""
     t0 = time.perf_counter()
-    with torch.random.fork_rng():  # the run's seeded random stream stays as it would be without the probe
+    device = torch.device(device)
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):  # the run's seeded random streams stay as they would be without it
         step_s = time_train_step(make_model(), frame_size(MAX_HEIGHT), batch_size, device, autocast, channels_last)
     height = pick_height(step_s, MAX_HEIGHT, budget_s)
     steps = round(budget_s / step_s * (MAX_HEIGHT / height) ** 2)

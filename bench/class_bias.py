@@ -25,7 +25,7 @@ from bddseg.metrics import CLASS_KEYS, confusion, iou_from_confusion
 
 
 def stage_logits(model, data, stage, size, precision) -> tuple:
-    """(logits N x C x H x W float16 at the masks' size, masks N x H x W) of one stage."""
+    """([logits C x H x W float16 at its mask's size], [masks H x W]) of one stage, one pair per image."""
     images, _, _ = load_split(data, stage, size)
     logits, masks = [], []
     with torch.inference_mode():
@@ -36,18 +36,21 @@ def stage_logits(model, data, stage, size, precision) -> tuple:
             mask = torch.from_numpy(np.asarray(Image.open(label)).copy())
             logits.append(F.interpolate(out, size=mask.shape, mode="bilinear", align_corners=False)[0].half())
             masks.append(mask)
-    return torch.stack(logits), torch.stack(masks)
+    return logits, masks
 
 
 def scores(logits, masks, bias, step=1) -> dict:
-    """IoU per class and mIoU of argmax(logits + bias), on every `step`th pixel."""
-    pred = (logits[..., ::step, ::step].float() + bias.view(1, -1, 1, 1)).argmax(1)
-    return iou_from_confusion(confusion(pred.flatten(), masks[..., ::step, ::step].flatten()))
+    """IoU per class and mIoU of argmax(logits + bias) over all images, on every `step`th pixel."""
+    cm = 0
+    for image_logits, mask in zip(logits, masks):
+        pred = (image_logits[:, ::step, ::step].float() + bias.view(-1, 1, 1)).argmax(0)
+        cm = cm + confusion(pred.flatten(), mask[::step, ::step].flatten())
+    return iou_from_confusion(cm)
 
 
 def tune(logits, masks, frozen) -> torch.Tensor:
     """Biases by coordinate ascent on mIoU over -3..3 (step 0.25), three rounds; frozen classes keep 0."""
-    bias = torch.zeros(logits.shape[1])
+    bias = torch.zeros(logits[0].shape[0])
     best = scores(logits, masks, bias, 2)["miou"]
     for _ in range(3):
         for c in [c for c in range(len(bias)) if c not in frozen]:

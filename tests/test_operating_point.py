@@ -150,5 +150,8 @@ def test_crop_auto_needs_a_time_budget(capsys):
     with pytest.raises(SystemExit) as e:
         train.parse_args(["--img_size", "auto"])
     assert e.value.code == 2 and "--img_size auto" in capsys.readouterr().err
-    a = train.parse_args(["--img_size", "Auto", "--aspect", "AUTO", "--time_budget", "5", "--crop", "200"])
-    assert (a.img_size, a.aspect, a.crop) == ("auto", "auto", 200)  # crops up to MAX_HEIGHT
+    a = train.parse_args(["--img_size", "Auto", "--aspect", "AUTO", "--time_budget", "5", "--crop", "auto"])
+    assert (a.img_size, a.aspect, a.crop) == ("auto", "auto", "auto")
+    with pytest.raises(SystemExit) as e:
+        train.parse_args(["--img_size", "auto", "--time_budget", "5", "--crop", "96"])  # would be timed on frames
+    assert e.value.code == 2 and "does not combine with --crop 96" in capsys.readouterr().err

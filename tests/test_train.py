@@ -50,7 +50,7 @@ def test_wandb_agent_style_arguments():
                                  ["--decoder_width=0"], ["--ema_decay=1"], ["--ema_decay=-0.1"],
                                  ["--aspect=wide"], ["--aspect=4:0"], ["--aspect=243"], ["--aspect=4:"],
                                  ["--aspect=-4:-3"], ["--img_size=big"],
-                                 ["--img_size=auto", "--time_budget=5", "--crop=248"]])
+                                 ["--img_size=auto", "--time_budget=5", "--crop=128"]])
 def test_bad_arguments_exit_2(bad, capsys):
     with pytest.raises(SystemExit) as e:
         train.parse_args(bad)
