@@ -13,6 +13,7 @@ import pandas as pd
 from PIL import Image
 
 from bddseg import config
+from bddseg.cli import UserError
 
 IMAGES, LABELS = "images", "labels"
 SPLIT_CSV, MANIFEST, EDA_CSV, SOURCE_MD = "data_split.csv", "manifest.json", "eda.csv", "SOURCE.md"
@@ -56,10 +57,13 @@ def image_aspect(root, stage="train") -> float:
     """Width / height of a stage's images (the most common one; headers only): `train.py --aspect auto`."""
     sizes = Counter()
     for path in read_split(root, stage).image:
-        with Image.open(path) as im:
-            sizes[im.size] += 1
+        try:
+            with Image.open(path) as im:
+                sizes[im.size] += 1
+        except OSError as e:
+            raise UserError(f"{path}: not a readable image ({e})") from None
     if not sizes:
-        raise ValueError(f"{root}: no {stage} images to take an aspect from")
+        raise UserError(f"{Path(root) / SPLIT_CSV}: no {stage} images to take an aspect from")
     (w, h), _ = sizes.most_common(1)[0]
     return w / h
 

@@ -7,8 +7,8 @@ batches of MAX_HEIGHT-high frames, in the run's precision, and `pick_height` tak
 240 px frames, a CPU without bf16 smaller ones (README "Recipes"). The probe runs before the budget's clock starts,
 like the decode, and takes 9 steps at 240 px (16 s in bf16 and 23 s in fp32 on a 2-core Zen 4 EPYC).
 
-`--crop auto`: a budget buys a number of optimizer steps, and a slow machine (a CPU without bf16: 2-5x slower per step) buys
-too few on whole frames for a U-Net trained from scratch. `AutoCrop` times the run's first training steps
+`--crop auto`: a budget buys a number of optimizer steps, and a slow machine (a CPU without bf16: 2-5x slower per
+step) buys too few on whole frames for a U-Net trained from scratch. `AutoCrop` times the run's first training steps
 on whole frames; when the budget at that pace buys fewer than `MIN_STEPS`, it switches the train loader to
 random crops whose pixel count brings the step count up to `MIN_STEPS` (a step's cost is about linear in
 pixels), heights in multiples of 8, never below `MIN_SHARE` of the frame height. The choice is one line of

@@ -1,4 +1,4 @@
-"""Per-class logit biases on a trained checkpoint: do class weights over-predict the rare classes, and does a bias fix it?
+"""Per-class logit biases on a checkpoint: do class weights over-predict the rare classes, and does a bias fix it?
 
     python bench/class_bias.py --model RUN_DIR --data artifacts/camvid_ho            # valid chose nothing but this
     python bench/class_bias.py --model RUN_DIR --data artifacts/camvid_ho --tune     # + biases tuned on valid mIoU

@@ -15,6 +15,7 @@ import train
 from bddseg import config
 from bddseg.loaders import TensorLoader
 from bddseg.losses import get_loss
+from bddseg.cli import UserError
 from bddseg.layout import image_aspect, read_split
 from bddseg.operating_point import MAX_HEIGHT, MIN_HEIGHT, MIN_STEPS, AutoCrop, pick_crop, pick_height, probe_img_size
 from bddseg.schedule import AnnealClassWeights
@@ -49,8 +50,11 @@ def test_image_aspect_is_the_most_common_shape(tiny_dataset, tmp_path):
         Image.new("RGB", (40, 30) if i else (90, 30)).save(tmp_path / "images" / name)
     df[["File_Name", "Stage"]][:3].to_csv(tmp_path / "data_split.csv", index=False)
     assert image_aspect(tmp_path) == pytest.approx(4 / 3)
-    with pytest.raises(ValueError, match="no valid images"):
+    with pytest.raises(UserError, match="no valid images"):
         image_aspect(tmp_path, "valid")
+    (tmp_path / "images" / df.File_Name[1]).write_bytes(b"not an image")
+    with pytest.raises(UserError, match=f"{df.File_Name[1]}: not a readable image"):
+        image_aspect(tmp_path)
 
 
 def test_whole_frames_when_the_budget_buys_enough_steps():
