@@ -57,7 +57,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--recipe", default=None, choices=list(cfg.RECIPES),
                    help="named configuration whose values become the defaults (explicit flags still win)")
-    p.add_argument("--img_size", type=parse_img_size, default=180,
+    p.add_argument("--img_size", type=parse_height, default=180,
                    help="frame height in pixels (width: --aspect times it); auto, with --time_budget: the largest "
                         "that buys enough steps on this machine (bddseg/operating_point.py)")
     p.add_argument("--aspect", type=parse_aspect, default="16:9",
@@ -91,7 +91,7 @@ def parse_args(argv=None):
                    help="also link the model into this W&B Registry collection (wandb-registry-model/NAME; online)")
     p.add_argument("--time_budget", type=float, default=0,
                    help="minutes of fitting: the one-cycle schedule follows the clock, --epochs is ignored (0 = off)")
-    p.add_argument("--crop", type=parse_crop, default=0,
+    p.add_argument("--crop", type=parse_height, default=0,
                    help="train on random crops this many px high (at --aspect) of the img_size frames (0 = whole "
                         "frames; auto, with --time_budget: picked from this machine's step time, "
                         "bddseg/operating_point.py)")
@@ -124,14 +124,14 @@ def parse_args(argv=None):
     return args
 
 
-def parse_img_size(text):
-    """'auto' or a frame height in pixels."""
+def parse_height(text):
+    """'auto' or a height in pixels (--img_size, --crop)."""
     if str(text).lower() == "auto":
         return "auto"
     try:
         return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a frame height in pixels or auto, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a height in pixels or auto, got {text!r}")
 
 
 def parse_aspect(text):
@@ -179,16 +179,6 @@ def pick_frame(config, data_path, device) -> dict:
                                  config.time_budget * 60, device, partial(dev.autocast_context, device,
                                  config.mixed_precision), dev.use_channels_last(device))
     return picked
-
-
-def parse_crop(text):
-    """'auto' or a crop height in pixels."""
-    if str(text).lower() == "auto":
-        return "auto"
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a crop height in pixels or auto, got {text!r}")
 
 
 def run_name(config, pretrained_loaded) -> str:

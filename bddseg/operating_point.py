@@ -3,8 +3,8 @@
 
 `--img_size auto`: `probe_img_size` times training steps (forward, loss, backward, AdamW) of a fresh model on random
 batches of MAX_HEIGHT-high frames, in the run's precision, and `pick_height` takes the largest height (multiple of
-8, MIN_HEIGHT..MAX_HEIGHT) whose step, scaled by pixels, gets `MIN_STEPS` into the budget. A fast bf16 CPU gets
-240 px frames, a CPU without bf16 smaller ones (README "Recipes"). The probe runs before the budget's clock starts,
+8, MIN_HEIGHT..MAX_HEIGHT) whose step, scaled by pixels, gets `MIN_STEPS` into the budget: a fast bf16 CPU gets
+up to 240 px frames, a slower or fp32 one smaller ones (README "Recipes"). The probe runs before the clock starts,
 like the decode, and takes 9 steps at 240 px (16 s in bf16 and 23 s in fp32 on a 2-core Zen 4 EPYC).
 
 `--crop auto`: a budget buys a number of optimizer steps, and a slow machine (a CPU without bf16: 2-5x slower per
