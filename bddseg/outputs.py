@@ -27,7 +27,8 @@ def outputs() -> list:
          config.ROOT / "wandb"),
         ("offline sweep storage", config.SWEEPS_DIR),
         ("sweep report", newest(config.REPORTS_DIR, "sweep-*.html")),
-        ("evaluation report", newest(config.EVAL_DIR, "*/index.html")),
+        ("evaluation report (newest)", newest(config.EVAL_DIR, "*/index.html")),
+        ("evaluation reports (a folder per model)", config.EVAL_DIR),
     ]
 
 

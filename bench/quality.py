@@ -17,13 +17,15 @@ budget, on the same machine, one after the other:
   to each mask's size; eval.py upsamples logits).
 The CPU model and whether it has native bf16 head the output (figures hold for that CPU only).
 Test images: an image folder + mask folder + class mapping (imported by data/prepare.py), or a processed dataset
-folder and its --split. Figures go to stdout and bench/out/quality.json.
+folder and its --split. Figures go to stdout and bench/out/quality.json; each recipe arm's run folder (checkpoint
+and records) to bench/out/checkpoints/ARM, where bench/class_bias.py can read it.
 """
 import argparse
 import copy
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -107,10 +109,14 @@ def recipe_arm(args, test, split, tmp, fp32=False) -> dict:
     run([ROOT / "eval.py", "--model", run_dir, "--data", test, "--split", split, "--out", out / "eval"], tmp,
         stdout=subprocess.DEVNULL)
     metrics = json.loads(next((out / "eval").glob("*/metrics.json")).read_text())
+    keep = Path(args.out) / "checkpoints" / out.name  # outlives the temp dir (for bench/class_bias.py)
+    shutil.rmtree(keep, ignore_errors=True)
+    shutil.copytree(run_dir, keep)
     run_config = json.loads((run_dir / "config.json").read_text())
     epochs = len((run_dir / "metrics.jsonl").read_text().splitlines())
     return {"name": f"{args.recipe}-{run_config['precision']}", "seconds": round(seconds), "epochs": epochs,
             "best_epoch": summary["best_epoch"], "valid_miou": summary["best_metrics"]["miou"],
+            "checkpoint": str(keep),
             "train_args": args.train_args,
             "config": {k: run_config[k] for k in [*config.RECIPES[args.recipe], *PICKED] if k in run_config},
             "test": {k: metrics[f"{split}_{k}"] for k in ["miou", *(f"{c}_iou" for c in CLASS_KEYS), "pixel_acc"]}}

@@ -42,6 +42,18 @@ def test_the_probe_times_steps_and_leaves_the_random_stream_alone():
     assert picked["img_size_picked"] == pick_height(picked["size_probe_step_s"], MAX_HEIGHT, 60)
 
 
+def test_a_budget_too_short_even_at_the_smallest_height_says_what_would_fit(capsys):
+    frame = lambda h: (h // 8, h // 4)  # noqa: E731
+    picked = probe_img_size(lambda: torch.nn.Conv2d(3, 7, 3, padding=1), frame, 2, 1e-3, "cpu", nullcontext, False)
+    steps = picked["size_probe_steps_in_budget"]
+    assert picked["img_size_picked"] == MIN_HEIGHT and steps < MIN_STEPS
+    err = capsys.readouterr().err
+    assert f"buy about {steps} steps even at {MIN_HEIGHT} px" in err
+    assert f"--time_budget {math.ceil(1e-3 * MIN_STEPS / max(steps, 1) / 60)} buys {MIN_STEPS}" in err
+    probe_img_size(lambda: torch.nn.Conv2d(3, 7, 3, padding=1), frame, 2, 600, "cpu", nullcontext, False)
+    assert "note:" not in capsys.readouterr().err  # 10 minutes of a tiny conv: thousands of steps, nothing to say
+
+
 def test_image_aspect_is_the_most_common_shape(tiny_dataset, tmp_path):
     assert image_aspect(tiny_dataset) == pytest.approx(112 / 64)
     df = read_split(tiny_dataset, "train")
