@@ -51,9 +51,10 @@ def pick_height(step_s: float, probe_height: int, budget_s: float, min_steps=MIN
     return int(min(max(height, MIN_HEIGHT), MAX_HEIGHT)) // 8 * 8
 
 
-def short_budget_note(steps: int, budget_s: float) -> str:
-    """What a budget too short for MIN_STEPS even at MIN_HEIGHT means for rare classes, with the budget that fits."""
-    need = math.ceil(budget_s * MIN_STEPS / max(steps, 1) / 60)
+def short_budget_note(step_s: float, budget_s: float) -> str:
+    """What a budget too short for MIN_STEPS even at MIN_HEIGHT (`step_s` per step there) means for rare classes,
+    with the budget that buys them."""
+    steps, need = round(budget_s / step_s), math.ceil(MIN_STEPS * step_s / 60)
     return (f"note: {budget_s / 60:g} min buy about {steps} steps even at {MIN_HEIGHT} px, fewer than the {MIN_STEPS} "
             f"this sizing aims for: from random init, rare classes (person) may stay at IoU 0 (on the synthetic data "
             f"person first showed after about 600 steps of 96 px frames: README, the demo); --time_budget {need} buys "
@@ -97,7 +98,7 @@ def probe_img_size(make_model, frame_size, batch_size: int, budget_s: float, dev
     print(f"--img_size auto: {step_s:.2f} s per step at {ph}x{pw} -> frames of {h}x{w}, about {steps} steps in the "
           f"budget (probe {time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     if steps < MIN_STEPS:
-        print(short_budget_note(steps, budget_s), file=sys.stderr)
+        print(short_budget_note(step_s * (height / MAX_HEIGHT) ** 2, budget_s), file=sys.stderr)
     return {"img_size_picked": height, "size_probe_step_s": round(step_s, 4), "size_probe_frame": [ph, pw],
             "size_probe_steps_in_budget": steps}
 

@@ -45,6 +45,9 @@ def test_both_arms_scored_on_the_same_test_images(quality):
             assert v is None or 0 <= v <= 1, (x["name"], key, v)  # nan is written as null
         assert 0 < x["test"]["pixel_acc"] <= 1
     assert q["results"][0]["config"]["loss"] == "dice_ce"  # the recipe's values reached train.py
+    kept = Path(q["results"][0]["checkpoint"])  # the run folder outlived the bench's temp dir
+    assert kept == Path(r.args[r.args.index("--out") + 1]) / "checkpoints" / "recipe-fp32"
+    assert (kept / "model.safetensors").is_file() and (kept / "meta.json").is_file()
 
 
 def test_table_lists_every_class_for_both_arms(quality):
