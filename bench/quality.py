@@ -39,7 +39,7 @@ from PIL import Image
 
 from bddseg import config
 from bddseg import device as dev
-from bddseg.layout import read_split
+from bddseg.layout import SPLIT_CSV, read_split
 from bddseg.metrics import CLASS_KEYS, confusion, iou_from_confusion, seg_metrics
 from bddseg.record import BestCheckpoint
 from bddseg.schedule import TimeBudget
@@ -73,6 +73,9 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if bool(args.test) == bool(args.test_images) or bool(args.test_images) != bool(args.test_masks):
         p.error("give the test images either as --test FOLDER or as --test-images DIR --test-masks DIR")
+    for folder in filter(None, [args.data, args.test]):  # before 20 minutes of training, not after
+        if not (Path(folder) / SPLIT_CSV).is_file():
+            p.error(f"{folder}: no {SPLIT_CSV} (not a processed dataset folder; run data/prepare.py)")
     args.budget = args.budget or config.RECIPES[args.recipe].get("time_budget") or 21
     args.arms = args.arms or ["recipe", *(["recipe-fp32"] if dev.cpu_has_bf16() else []), "course"]
     return args

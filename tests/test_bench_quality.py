@@ -62,3 +62,10 @@ def test_test_images_are_required_once(tmp_path):
     r = subprocess.run([sys.executable, "bench/quality.py", "--data", str(tmp_path)], cwd=ROOT, capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 2 and "--test-images" in r.stderr
+
+
+def test_a_folder_that_is_not_a_dataset_is_refused_before_training(tiny_dataset, tmp_path):
+    for data, test in [(tmp_path, tiny_dataset), (tiny_dataset, tmp_path)]:
+        r = subprocess.run([sys.executable, "bench/quality.py", "--data", str(data), "--test", str(test)], cwd=ROOT,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and f"{tmp_path}: no data_split.csv" in r.stderr and "Traceback" not in r.stderr
