@@ -39,7 +39,9 @@ from PIL import Image
 
 from bddseg import config
 from bddseg import device as dev
-from bddseg.layout import SPLIT_CSV, read_split
+from bddseg.cli import UserError
+from bddseg.layout import read_split
+from bddseg.loaders import check_dataset
 from bddseg.metrics import CLASS_KEYS, confusion, iou_from_confusion, seg_metrics
 from bddseg.record import BestCheckpoint
 from bddseg.schedule import TimeBudget
@@ -73,9 +75,11 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if bool(args.test) == bool(args.test_images) or bool(args.test_images) != bool(args.test_masks):
         p.error("give the test images either as --test FOLDER or as --test-images DIR --test-masks DIR")
-    for folder in filter(None, [args.data, args.test]):  # before 20 minutes of training, not after
-        if not (Path(folder) / SPLIT_CSV).is_file():
-            p.error(f"{folder}: no {SPLIT_CSV} (not a processed dataset folder; run data/prepare.py)")
+    try:  # before 20 minutes of training, not after: train.py's and eval.py's own check
+        for folder in filter(None, [args.data, args.test]):
+            check_dataset(folder)
+    except UserError as e:
+        p.error(str(e))
     args.budget = args.budget or config.RECIPES[args.recipe].get("time_budget") or 21
     args.arms = args.arms or ["recipe", *(["recipe-fp32"] if dev.cpu_has_bf16() else []), "course"]
     return args
