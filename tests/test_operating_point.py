@@ -2,6 +2,7 @@
 (schedule.AnnealClassWeights)."""
 import json
 import math
+import time
 from contextlib import nullcontext
 from types import SimpleNamespace
 
@@ -17,8 +18,8 @@ from bddseg.loaders import TensorLoader
 from bddseg.losses import get_loss
 from bddseg.cli import UserError
 from bddseg.layout import image_aspect, read_split
-from bddseg.operating_point import (MAX_HEIGHT, MIN_HEIGHT, MIN_STEPS, AutoCrop, pick_crop, pick_height, probe_img_size,
-                                    short_budget_note)
+from bddseg.operating_point import (MAX_HEIGHT, MIN_HEIGHT, MIN_PROBE_STEPS, MIN_STEPS, PROBE_STEPS, WARMUP_STEPS,
+                                    AutoCrop, pick_crop, pick_height, probe_img_size, short_budget_note, time_train_step)
 from bddseg.schedule import AnnealClassWeights
 
 
@@ -41,6 +42,26 @@ def test_the_probe_times_steps_and_leaves_the_random_stream_alone():
     assert torch.equal(torch.rand(3), expected)
     assert picked["size_probe_frame"] == list(frame(MAX_HEIGHT)) and picked["size_probe_step_s"] > 0
     assert picked["img_size_picked"] == pick_height(picked["size_probe_step_s"], MAX_HEIGHT, 60)
+
+
+class SlowStep(torch.nn.Conv2d):
+    """A conv whose forward takes at least `delay` seconds and counts its calls (a slow machine's step)."""
+
+    def __init__(self, delay):
+        super().__init__(3, 7, 3, padding=1)
+        self.delay, self.calls = delay, 0
+
+    def forward(self, x):
+        self.calls += 1
+        time.sleep(self.delay)
+        return super().forward(x)
+
+
+@pytest.mark.parametrize("max_s, steps", [(0.03, WARMUP_STEPS + MIN_PROBE_STEPS), (60, WARMUP_STEPS + PROBE_STEPS)])
+def test_a_slow_step_is_timed_fewer_times(max_s, steps):
+    model = SlowStep(0.02)
+    step_s = time_train_step(model, (8, 16), 2, "cpu", nullcontext, max_s=max_s)
+    assert model.calls == steps and step_s >= 0.02  # 3 timed steps add up to 0.06 s > 0.03: stop there
 
 
 def test_a_budget_too_short_even_at_the_smallest_height_says_what_would_fit(capsys):
