@@ -5,8 +5,8 @@
 batches of MAX_HEIGHT-high frames, in the run's precision, and `pick_height` takes the largest height (multiple of
 8, MIN_HEIGHT..MAX_HEIGHT) whose step, scaled by pixels, gets `MIN_STEPS` into the budget: a fast bf16 CPU gets
 up to 240 px frames, a slower or fp32 one smaller ones (README "Recipes"). The probe runs before the clock starts,
-like the decode, and takes 9 steps at 240 px (16 s in bf16 and 23 s in fp32 on a 2-core Zen 4 EPYC), 6 on a slow
-machine (`PROBE_MAX_S`).
+like the decode, and takes 9 steps at 240 px (16 s in bf16 and 23 s in fp32 at 4:3 on a 2-core Zen 4 EPYC), 6-8
+where a step takes over 2.4 s (`PROBE_MAX_S`).
 
 `--crop auto`: a budget buys a number of optimizer steps, and a slow machine (a CPU without bf16: 2-5x slower per
 step) buys too few on whole frames for a U-Net trained from scratch. `AutoCrop` times the run's first training steps
@@ -33,9 +33,10 @@ MIN_STEPS = 1000  # what 21 minutes buy at whole 180x320 frames on a bf16 CPU (2
 MIN_HEIGHT, MAX_HEIGHT = 96, 240  # --img_size auto picks a frame height in this range
 MIN_SHARE = 0.5  # crops no smaller than half the frame height (a quarter of its pixels)
 WARMUP_STEPS, PROBE_STEPS = 3, 6  # the median of 6 training steps after 3 untimed ones (oneDNN set-up,
-# allocations); on a 2-core Zen 4 EPYC single bf16 steps at 240x320 ranged 1.25-1.9 s
-MIN_PROBE_STEPS, PROBE_MAX_S = 3, 12.0  # a slow machine stops timing after 3 steps once they took 12 s (an AVX2
-# EPYC in fp32: 6.6 s per 240x426 step, 64 s for all 9 steps, 2.5 minutes the demo's baseline budget)
+# allocations); on a 2-core Zen 4 EPYC single bf16 steps at 240x320 ranged 1.25-1.9 s. AutoCrop times all 9: its
+# steps train the run's model inside the budget.
+MIN_PROBE_STEPS, PROBE_MAX_S = 3, 12.0  # --img_size auto stops timing after 3-5 steps once they add up to 12 s: an
+# AVX2 EPYC in fp32 took 6.6 s per 240x426 step, 64 s of wall time for 9 steps before a 2.5-minute demo baseline
 
 
 def pick_crop(img_size: int, step_s: float, budget_s: float, min_steps=MIN_STEPS, min_share=MIN_SHARE) -> int:
@@ -67,7 +68,7 @@ def short_budget_note(step_s: float, budget_s: float) -> str:
 def time_train_step(model, frame, batch_size: int, device, autocast, channels_last=False, max_s=PROBE_MAX_S) -> float:
     """Median seconds of a training step of `model` on random batches of `frame` (h, w): forward under `autocast`,
     cross-entropy, backward, fused AdamW (the run's optimizer kernel); the first WARMUP_STEPS are not timed, and
-    timing ends after PROBE_STEPS, or after MIN_PROBE_STEPS once the timed steps add up to `max_s` seconds."""
+    timing ends after PROBE_STEPS, or earlier (never before MIN_PROBE_STEPS) once the timed steps add up to `max_s`."""
     model = model.to(device).train()
     x = torch.randn(batch_size, 3, *frame, device=device)
     if channels_last:

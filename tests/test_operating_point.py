@@ -2,7 +2,6 @@
 (schedule.AnnealClassWeights)."""
 import json
 import math
-import time
 from contextlib import nullcontext
 from types import SimpleNamespace
 
@@ -13,12 +12,12 @@ from test_train import run
 
 import train
 
-from bddseg import config
+from bddseg import config, operating_point
 from bddseg.loaders import TensorLoader
 from bddseg.losses import get_loss
 from bddseg.cli import UserError
 from bddseg.layout import image_aspect, read_split
-from bddseg.operating_point import (MAX_HEIGHT, MIN_HEIGHT, MIN_PROBE_STEPS, MIN_STEPS, PROBE_STEPS, WARMUP_STEPS,
+from bddseg.operating_point import (MAX_HEIGHT, MIN_HEIGHT, MIN_STEPS, PROBE_STEPS, WARMUP_STEPS,
                                     AutoCrop, pick_crop, pick_height, probe_img_size, short_budget_note, time_train_step)
 from bddseg.schedule import AnnealClassWeights
 
@@ -44,24 +43,25 @@ def test_the_probe_times_steps_and_leaves_the_random_stream_alone():
     assert picked["img_size_picked"] == pick_height(picked["size_probe_step_s"], MAX_HEIGHT, 60)
 
 
-class SlowStep(torch.nn.Conv2d):
-    """A conv whose forward takes at least `delay` seconds and counts its calls (a slow machine's step)."""
+class ClockedStep(torch.nn.Conv2d):
+    """A conv whose forward moves a fake clock on: `warmup_s` per untimed step, then `step_s` per step."""
 
-    def __init__(self, delay):
+    def __init__(self, warmup_s, step_s):
         super().__init__(3, 7, 3, padding=1)
-        self.delay, self.calls = delay, 0
+        self.warmup_s, self.step_s, self.now, self.calls = warmup_s, step_s, 0.0, 0
 
     def forward(self, x):
+        self.now += self.warmup_s if self.calls < WARMUP_STEPS else self.step_s
         self.calls += 1
-        time.sleep(self.delay)
         return super().forward(x)
 
 
-@pytest.mark.parametrize("max_s, steps", [(0.03, WARMUP_STEPS + MIN_PROBE_STEPS), (60, WARMUP_STEPS + PROBE_STEPS)])
-def test_a_slow_step_is_timed_fewer_times(max_s, steps):
-    model = SlowStep(0.02)
-    step_s = time_train_step(model, (8, 16), 2, "cpu", nullcontext, max_s=max_s)
-    assert model.calls == steps and step_s >= 0.02  # 3 timed steps add up to 0.06 s > 0.03: stop there
+@pytest.mark.parametrize("step_s, timed", [(20.0, 3), (6.0, 3), (3.5, 4), (2.5, 5), (1.0, PROBE_STEPS)])
+def test_a_slow_step_is_timed_until_the_steps_add_up_to_the_bound(monkeypatch, step_s, timed):
+    model = ClockedStep(warmup_s=100.0, step_s=step_s)  # slow warm-up steps must not count toward the bound
+    monkeypatch.setattr(operating_point.time, "perf_counter", lambda: model.now)
+    assert time_train_step(model, (8, 16), 2, "cpu", nullcontext, max_s=12.0) == step_s
+    assert model.calls == WARMUP_STEPS + timed  # never fewer than 3 timed; 3.5 s: 4 (14 s); 2.5 s: 5; 1 s: all 6
 
 
 def test_a_budget_too_short_even_at_the_smallest_height_says_what_would_fit(capsys):
