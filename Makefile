@@ -13,7 +13,7 @@ venv: .venv/.installed
 
 .venv/.installed: requirements.txt pyproject.toml
 	@test -x $(PY) || python3 -m venv .venv
-	@echo "installing requirements into .venv (about 2 minutes the first time) ..."
+	@echo "installing requirements into .venv (2-6 minutes the first time, by CPU) ..."
 	@$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt 2>&1 | { grep -v "$(PIP_NOISE)" || true; }
 	@$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .  # the bddseg package
 	@touch $@

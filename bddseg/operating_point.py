@@ -89,7 +89,7 @@ def time_train_step(model, frame, batch_size: int, device, autocast, channels_la
         timed = times[WARMUP_STEPS:]
         if len(timed) >= MIN_PROBE_STEPS and sum(timed) >= max_s:
             break
-    return statistics.median(times[WARMUP_STEPS:])
+    return statistics.median(timed)
 
 
 def probe_img_size(make_model, frame_size, batch_size: int, budget_s: float, device, autocast, channels_last) -> dict:
