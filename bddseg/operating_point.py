@@ -2,11 +2,12 @@
 (frame height, timed before the data is decoded) and `--crop auto` (crops, timed on the run's first steps).
 
 `--img_size auto`: `probe_img_size` times training steps (forward, loss, backward, AdamW) of a fresh model on random
-batches of MAX_HEIGHT-high frames, in the run's precision, and `pick_height` takes the largest height (multiple of
-8, MIN_HEIGHT..MAX_HEIGHT) whose step, scaled by pixels, gets `MIN_STEPS` into the budget: a fast bf16 CPU gets
-up to 240 px frames, a slower or fp32 one smaller ones (README "Recipes"). The probe runs before the clock starts,
-like the decode, and takes 9 steps at 240 px (16 s in bf16 and 23 s in fp32 at 4:3 on a 2-core Zen 4 EPYC), 6-8
-where a step takes over 2.4 s (`PROBE_MAX_S`).
+batches of MIN_HEIGHT-high frames, then, when the budget buys `MIN_STEPS` of those, of MAX_HEIGHT-high ones, in the
+run's precision; `pick_height` takes the largest height (multiple of 8, MIN_HEIGHT..MAX_HEIGHT) whose step, scaled
+by pixels, gets `MIN_STEPS` into the budget: a fast bf16 CPU gets up to 240 px frames, a slower or fp32 one smaller
+ones (README "Recipes"). The probe runs before the clock starts, like the decode, and takes 9 steps per height (16 s
+in bf16 and 23 s in fp32 at 240x320 on a 2-core Zen 4 EPYC), 6-8 where a step takes over 2.4 s (`PROBE_MAX_S`).
+A short budget on a slow CPU (the demo's 2.5 minutes without bf16) stops after the 96 px steps.
 
 `--crop auto`: a budget buys a number of optimizer steps, and a slow machine (a CPU without bf16: 2-5x slower per
 step) buys too few on whole frames for a U-Net trained from scratch. `AutoCrop` times the run's first training steps
@@ -93,20 +94,26 @@ def time_train_step(model, frame, batch_size: int, device, autocast, channels_la
 
 
 def probe_img_size(make_model, frame_size, batch_size: int, budget_s: float, device, autocast, channels_last) -> dict:
-    """`--img_size auto`: time a model from `make_model()` at MAX_HEIGHT frames (`frame_size(height)` -> (h, w)) and
-    pick the height; returns the pick and the figures behind it for the run's config (`img_size_picked`, ...)."""
+    """`--img_size auto`: time a model from `make_model()` at MIN_HEIGHT frames (`frame_size(height)` -> (h, w)); when
+    the budget buys MIN_STEPS there, time it at MAX_HEIGHT too and pick the height from that (step time ~ pixels is
+    closest near the top of the range); else MIN_HEIGHT it is. Returns the pick and the figures behind it for the
+    run's config (`img_size_picked`, `size_probe_frame`: the frame of the step time that decided, ...)."""
     t0 = time.perf_counter()
     device = torch.device(device)
     cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):  # the run's seeded random streams stay as they would be without it
-        step_s = time_train_step(make_model(), frame_size(MAX_HEIGHT), batch_size, device, autocast, channels_last)
-    height = pick_height(step_s, MAX_HEIGHT, budget_s)
-    steps = round(budget_s / step_s * (MAX_HEIGHT / height) ** 2)
-    (ph, pw), (h, w) = frame_size(MAX_HEIGHT), frame_size(height)
+        model, probe_height = make_model(), MIN_HEIGHT
+        step_s = time_train_step(model, frame_size(MIN_HEIGHT), batch_size, device, autocast, channels_last)
+        if budget_s / step_s >= MIN_STEPS:  # a short budget on a slow CPU (the demo) never pays for 240 px steps
+            probe_height = MAX_HEIGHT
+            step_s = time_train_step(model, frame_size(MAX_HEIGHT), batch_size, device, autocast, channels_last)
+    height = pick_height(step_s, probe_height, budget_s)
+    steps = round(budget_s / step_s * (probe_height / height) ** 2)
+    (ph, pw), (h, w) = frame_size(probe_height), frame_size(height)
     print(f"--img_size auto: {step_s:.2f} s per step at {ph}x{pw} -> frames of {h}x{w}, about {steps} steps in the "
           f"budget (probe {time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     if steps < MIN_STEPS:
-        print(short_budget_note(step_s * (height / MAX_HEIGHT) ** 2, budget_s), file=sys.stderr)
+        print(short_budget_note(step_s * (height / probe_height) ** 2, budget_s), file=sys.stderr)
     return {"img_size_picked": height, "size_probe_step_s": round(step_s, 4), "size_probe_frame": [ph, pw],
             "size_probe_steps_in_budget": steps}
 

@@ -64,11 +64,36 @@ def test_a_slow_step_is_timed_until_the_steps_add_up_to_the_bound(monkeypatch, s
     assert model.calls == WARMUP_STEPS + timed  # never fewer than 3 timed; 3.5 s: 4 (14 s); 2.5 s: 5; 1 s: all 6
 
 
+class ShapeLog(torch.nn.Conv2d):
+    """A conv that notes the (h, w) of every batch it is trained on."""
+
+    def __init__(self):
+        super().__init__(3, 7, 3, padding=1)
+        self.frames = []
+
+    def forward(self, x):
+        self.frames.append(tuple(x.shape[-2:]))
+        return super().forward(x)
+
+
+@pytest.mark.parametrize("budget_s, heights", [(1e-3, [MIN_HEIGHT]), (600, [MIN_HEIGHT, MAX_HEIGHT])])
+def test_the_large_frames_are_timed_only_when_the_budget_buys_the_steps_at_the_smallest(budget_s, heights):
+    frame = lambda h: (h // 8, h // 4)  # noqa: E731
+    model = ShapeLog()
+    picked = probe_img_size(lambda: model, frame, 2, budget_s, "cpu", nullcontext, False)
+    assert list(dict.fromkeys(model.frames)) == [frame(h) for h in heights]  # in this order, each height once
+    assert picked["size_probe_frame"] == list(frame(heights[-1]))  # the step time that decided is recorded
+    assert picked["img_size_picked"] == pick_height(picked["size_probe_step_s"], heights[-1], budget_s)
+    if budget_s < 1:  # 1 ms buys no step even at 96 px: the 240 px steps would only cost wall time
+        assert picked["img_size_picked"] == MIN_HEIGHT
+
+
 def test_a_budget_too_short_even_at_the_smallest_height_says_what_would_fit(capsys):
     frame = lambda h: (h // 8, h // 4)  # noqa: E731
     picked = probe_img_size(lambda: torch.nn.Conv2d(3, 7, 3, padding=1), frame, 2, 1e-3, "cpu", nullcontext, False)
     steps = picked["size_probe_steps_in_budget"]
     assert picked["img_size_picked"] == MIN_HEIGHT and steps < MIN_STEPS
+    assert steps == round(1e-3 / picked["size_probe_step_s"])  # timed at 96 px: no scaling
     err = capsys.readouterr().err
     assert f"buy about {steps} steps even at {MIN_HEIGHT} px" in err and f"buys {MIN_STEPS}" in err
     probe_img_size(lambda: torch.nn.Conv2d(3, 7, 3, padding=1), frame, 2, 600, "cpu", nullcontext, False)
@@ -177,8 +202,8 @@ def test_train_py_picks_and_records_the_frame(tiny_dataset, tmp_path):
     assert "--img_size auto:" in r.err
     c = json.loads((r.runs[0] / "config.json").read_text())
     assert c["img_size"] == c["aspect"] == "auto" and c["aspect_picked"] == round(112 / 64, 4)
-    assert c["size_probe_frame"] == list(config.frame_size(MAX_HEIGHT, 112 / 64))
-    assert c["img_size_picked"] == pick_height(c["size_probe_step_s"], MAX_HEIGHT, 0.05 * 60)  # 3 s: the smallest
+    assert c["size_probe_frame"] == list(config.frame_size(MIN_HEIGHT, 112 / 64))  # 3 s: too short for 240 px steps
+    assert c["img_size_picked"] == MIN_HEIGHT == pick_height(c["size_probe_step_s"], MIN_HEIGHT, 0.05 * 60)
     assert c["frame_size"] == list(config.frame_size(c["img_size_picked"], 112 / 64))
     assert f"-img{c['img_size_picked']}autoxauto-" in r.runs[0].name
     assert json.loads((r.runs[0] / "meta.json").read_text())["frame_size"] == c["frame_size"]  # what eval reads
