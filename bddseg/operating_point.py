@@ -37,7 +37,7 @@ WARMUP_STEPS, PROBE_STEPS = 3, 6  # the median of 6 training steps after 3 untim
 # allocations); on a 2-core Zen 4 EPYC single bf16 steps at 240x320 ranged 1.25-1.9 s. AutoCrop times all 9: its
 # steps train the run's model inside the budget.
 MIN_PROBE_STEPS, PROBE_MAX_S = 3, 12.0  # --img_size auto stops timing after 3-5 steps once they add up to 12 s: an
-# AVX2 EPYC in fp32 took 6.6 s per 240x426 step, 64 s of wall time for 9 steps before a 2.5-minute demo baseline
+# AVX2 EPYC in fp32 took 5.0 s per 240x320 step (CamVid, 21 minutes): 51 s of wall time for 9 steps, 35 s now
 
 
 def pick_crop(img_size: int, step_s: float, budget_s: float, min_steps=MIN_STEPS, min_share=MIN_SHARE) -> int:
@@ -96,19 +96,21 @@ def time_train_step(model, frame, batch_size: int, device, autocast, channels_la
 def probe_img_size(make_model, frame_size, batch_size: int, budget_s: float, device, autocast, channels_last) -> dict:
     """`--img_size auto`: time a model from `make_model()` at MIN_HEIGHT frames (`frame_size(height)` -> (h, w)); when
     the budget buys MIN_STEPS there, time it at MAX_HEIGHT too and pick the height from that (step time ~ pixels is
-    closest near the top of the range); else MIN_HEIGHT it is. Returns the pick and the figures behind it for the
-    run's config (`img_size_picked`, `size_probe_frame`: the frame of the step time that decided, ...)."""
+    closest near the top of the range); when either says MIN_HEIGHT, MIN_HEIGHT it is, reported from its own timing.
+    Returns the pick and the figures behind it for the run's config (`img_size_picked`, `size_probe_frame`: the
+    frame of the step time reported, ...)."""
     t0 = time.perf_counter()
     device = torch.device(device)
     cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):  # the run's seeded random streams stay as they would be without it
         model, probe_height = make_model(), MIN_HEIGHT
         step_s = time_train_step(model, frame_size(MIN_HEIGHT), batch_size, device, autocast, channels_last)
-        if budget_s / step_s >= MIN_STEPS:  # a short budget on a slow CPU (the demo) never pays for 240 px steps
-            probe_height = MAX_HEIGHT
-            step_s = time_train_step(model, frame_size(MAX_HEIGHT), batch_size, device, autocast, channels_last)
-    height = pick_height(step_s, probe_height, budget_s)
-    steps = round(budget_s / step_s * (probe_height / height) ** 2)
+        if budget_s / max(step_s, 1e-6) >= MIN_STEPS:  # a short budget on a slow CPU (the demo) skips 240 px steps
+            high_s = time_train_step(model, frame_size(MAX_HEIGHT), batch_size, device, autocast, channels_last)
+            if pick_height(high_s, MAX_HEIGHT, budget_s) > MIN_HEIGHT:  # else the 96 px figures, measured, report
+                step_s, probe_height = high_s, MAX_HEIGHT
+    height = pick_height(step_s, MAX_HEIGHT, budget_s) if probe_height == MAX_HEIGHT else MIN_HEIGHT
+    steps = round(budget_s / max(step_s, 1e-6) * (probe_height / height) ** 2)
     (ph, pw), (h, w) = frame_size(probe_height), frame_size(height)
     print(f"--img_size auto: {step_s:.2f} s per step at {ph}x{pw} -> frames of {h}x{w}, about {steps} steps in the "
           f"budget (probe {time.perf_counter() - t0:.0f} s)", file=sys.stderr)

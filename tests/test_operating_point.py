@@ -84,8 +84,24 @@ def test_the_large_frames_are_timed_only_when_the_budget_buys_the_steps_at_the_s
     assert list(dict.fromkeys(model.frames)) == [frame(h) for h in heights]  # in this order, each height once
     assert picked["size_probe_frame"] == list(frame(heights[-1]))  # the step time that decided is recorded
     assert picked["img_size_picked"] == pick_height(picked["size_probe_step_s"], heights[-1], budget_s)
-    if budget_s < 1:  # 1 ms buys no step even at 96 px: the 240 px steps would only cost wall time
-        assert picked["img_size_picked"] == MIN_HEIGHT
+
+
+@pytest.mark.parametrize("s96, s240, budget, picked, frame_h, steps", [
+    (1.0, 10.0, 999, MIN_HEIGHT, MIN_HEIGHT, 999),     # 999 steps at 96 px: 240 px never timed
+    (1.0, 10.0, 1100, MIN_HEIGHT, MIN_HEIGHT, 1100),   # 240 px timed, scales to below 96: the 96 px figures report
+    (1.0, 6.25, 10_000, 240, MAX_HEIGHT, 1600),        # 1,600 steps of 240 px
+    (1.0, 6.25, 4100, 192, MAX_HEIGHT, 1025),          # 656 at 240 px: 192 px (1,025) is the largest buying 1,000
+])
+def test_the_pick_comes_from_the_timed_steps(monkeypatch, capsys, s96, s240, budget, picked, frame_h, steps):
+    frame = lambda h: (h, 2 * h)  # noqa: E731
+    timed = []
+    monkeypatch.setattr(operating_point, "time_train_step",
+                        lambda model, f, *a: timed.append(f) or {frame(MIN_HEIGHT): s96, frame(MAX_HEIGHT): s240}[f])
+    p = probe_img_size(lambda: None, frame, 8, budget, "cpu", nullcontext, False)
+    assert (p["img_size_picked"], p["size_probe_frame"], p["size_probe_steps_in_budget"]) == \
+        (picked, list(frame(frame_h)), steps)
+    assert timed == [frame(MIN_HEIGHT)] + ([frame(MAX_HEIGHT)] if budget / s96 >= MIN_STEPS else [])
+    assert ("note:" in capsys.readouterr().err) == (steps < MIN_STEPS)  # only a measured shortfall is noted
 
 
 def test_a_budget_too_short_even_at_the_smallest_height_says_what_would_fit(capsys):
@@ -93,7 +109,7 @@ def test_a_budget_too_short_even_at_the_smallest_height_says_what_would_fit(caps
     picked = probe_img_size(lambda: torch.nn.Conv2d(3, 7, 3, padding=1), frame, 2, 1e-3, "cpu", nullcontext, False)
     steps = picked["size_probe_steps_in_budget"]
     assert picked["img_size_picked"] == MIN_HEIGHT and steps < MIN_STEPS
-    assert steps == round(1e-3 / picked["size_probe_step_s"])  # timed at 96 px: no scaling
+    assert picked["size_probe_frame"] == list(frame(MIN_HEIGHT))  # timed at 96 px: no scaling
     err = capsys.readouterr().err
     assert f"buy about {steps} steps even at {MIN_HEIGHT} px" in err and f"buys {MIN_STEPS}" in err
     probe_img_size(lambda: torch.nn.Conv2d(3, 7, 3, padding=1), frame, 2, 600, "cpu", nullcontext, False)
