@@ -104,13 +104,13 @@ def probe_img_size(make_model, frame_size, batch_size: int, budget_s: float, dev
     cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):  # the run's seeded random streams stay as they would be without it
         model, probe_height = make_model(), MIN_HEIGHT
-        step_s = time_train_step(model, frame_size(MIN_HEIGHT), batch_size, device, autocast, channels_last)
-        if budget_s / max(step_s, 1e-6) >= MIN_STEPS:  # a short budget on a slow CPU (the demo) skips 240 px steps
+        step_s = max(time_train_step(model, frame_size(MIN_HEIGHT), batch_size, device, autocast, channels_last), 1e-6)
+        if budget_s / step_s >= MIN_STEPS:  # a short budget on a slow CPU (the demo) skips 240 px steps
             high_s = time_train_step(model, frame_size(MAX_HEIGHT), batch_size, device, autocast, channels_last)
             if pick_height(high_s, MAX_HEIGHT, budget_s) > MIN_HEIGHT:  # else the 96 px figures, measured, report
                 step_s, probe_height = high_s, MAX_HEIGHT
     height = pick_height(step_s, MAX_HEIGHT, budget_s) if probe_height == MAX_HEIGHT else MIN_HEIGHT
-    steps = round(budget_s / max(step_s, 1e-6) * (probe_height / height) ** 2)
+    steps = round(budget_s / step_s * (probe_height / height) ** 2)
     (ph, pw), (h, w) = frame_size(probe_height), frame_size(height)
     print(f"--img_size auto: {step_s:.2f} s per step at {ph}x{pw} -> frames of {h}x{w}, about {steps} steps in the "
           f"budget (probe {time.perf_counter() - t0:.0f} s)", file=sys.stderr)
