@@ -1,7 +1,8 @@
 """Segmentation losses selected by name (`ce`, `wce`, `focal`, `dice_ce`); IGNORE (255) pixels never count.
 
-Class weights (`none`, `sqrt_inv`, `inv`) come from pixel frequencies of the training masks and are normalised
-so that the average pixel weight is 1 (the loss keeps the scale of plain cross-entropy).
+Class weights (`none`, `root4_inv`, `sqrt_inv`, `inv`: 1/f to the power 0, 1/4, 1/2, 1) come from pixel frequencies
+of the training masks and are normalised so that the average pixel weight is 1 (the loss keeps the scale of plain
+cross-entropy).
 """
 import torch
 import torch.nn.functional as F
@@ -10,7 +11,8 @@ from torch import nn
 from bddseg import config
 
 LOSSES = ("ce", "wce", "focal", "dice_ce")
-CLASS_WEIGHTS = ("none", "sqrt_inv", "inv")
+WEIGHT_POWERS = {"none": 0.0, "root4_inv": 0.25, "sqrt_inv": 0.5, "inv": 1.0}  # weight = (1 / f) ** power
+CLASS_WEIGHTS = tuple(WEIGHT_POWERS)
 
 
 def class_frequencies(masks, n_classes=len(config.BDD_CLASSES), ignore_index=config.IGNORE) -> torch.Tensor:
@@ -25,7 +27,7 @@ def class_frequencies(masks, n_classes=len(config.BDD_CLASSES), ignore_index=con
 
 
 def class_weights(freqs, kind="sqrt_inv") -> torch.Tensor:
-    """Per-class weights 1/f (`inv`) or 1/sqrt(f) (`sqrt_inv`), pixel-weighted mean 1; absent classes get the max."""
+    """Per-class weights (1/f) ** WEIGHT_POWERS[kind], pixel-weighted mean 1; absent classes get the max."""
     if kind not in CLASS_WEIGHTS:
         raise ValueError(f"class weights {kind!r}: expected one of {CLASS_WEIGHTS}")
     f = torch.as_tensor(freqs, dtype=torch.float64)
@@ -35,7 +37,7 @@ def class_weights(freqs, kind="sqrt_inv") -> torch.Tensor:
     if not present.any():
         raise ValueError("class weights: the training masks contain no labelled pixels")
     w = torch.zeros_like(f)
-    w[present] = 1 / f[present] if kind == "inv" else 1 / f[present].sqrt()
+    w[present] = f[present] ** -WEIGHT_POWERS[kind]
     w[~present] = w[present].max()
     return (w / (w * f).sum()).float()
 

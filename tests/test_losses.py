@@ -72,10 +72,10 @@ def test_class_frequencies_and_weights():
     masks = torch.tensor([[0, 0, 0, 0, 0, 0, 1, 1, 2, 255, 255, 255]], dtype=torch.uint8)
     f = class_frequencies(masks)
     np.testing.assert_allclose(f.numpy(), [6 / 9, 2 / 9, 1 / 9, 0, 0, 0, 0])
-    for kind, power in (("inv", 1.0), ("sqrt_inv", 0.5)):
+    for kind, power in (("inv", 1.0), ("sqrt_inv", 0.5), ("root4_inv", 0.25)):
         w = class_weights(f, kind).double()
         assert (w * f).sum().item() == pytest.approx(1.0)  # average pixel weight 1
-        assert w[1] / w[0] == pytest.approx((f[0] / f[1]).item() ** power)  # 1/f or 1/sqrt(f)
+        assert w[1] / w[0] == pytest.approx((f[0] / f[1]).item() ** power)  # (1/f) ** power
         assert w[2] > w[1] > w[0]  # rarer -> heavier
         assert w[3] == w[:3].max()  # absent classes get the largest weight, never inf
     assert torch.equal(class_weights(f, "none"), torch.ones(C))
