@@ -11,14 +11,13 @@ The run's life (W&B init, run folder, summary, model artifact, exit code) is `bd
 """
 import argparse
 import sys
-import warnings
 from functools import partial
 from pathlib import Path
 
 import torch
 import wandb
 
-warnings.filterwarnings("ignore", message=".*torch.jit.script.*")  # fastai's import-time noise on torch 2.14
+from bddseg import config as cfg  # before fastai: bddseg/__init__.py silences fastai's torch.jit.script warning
 from fastai.callback.progress import ProgressCallback
 from fastai.learner import Learner
 from fastai.optimizer import OptimWrapper
@@ -26,7 +25,6 @@ from fastai.torch_core import set_seed
 from fastcore.basics import noop
 from safetensors.torch import load_file
 
-from bddseg import config as cfg
 from bddseg import device as dev
 from bddseg.averaging import EMAWeights
 from bddseg.checkpoint import WEIGHTS

@@ -4,9 +4,7 @@ fastai DataBlock reading and resizing the image files every epoch (squished to t
 frames were), `aug_transforms`, fp32, `unet_learner` (fastai's DynamicUnet) on a torchvision resnet18 from scratch
 (no pretrained weights offline), plain cross-entropy, `fit_one_cycle` at 2e-3, batch 8.
 """
-import warnings
 
-warnings.filterwarnings("ignore", message=".*torch.jit.script.*")
 from bddseg import config
 from bddseg.layout import read_split
 

@@ -10,13 +10,11 @@ the first (training images over the whole epoch's wall time, validation and chec
 import json
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-warnings.filterwarnings("ignore", message=".*torch.jit.script.*")
 from bddseg import config
 from bddseg import device as dev
 from bddseg.models import build_model

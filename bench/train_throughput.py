@@ -21,14 +21,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-warnings.filterwarnings("ignore", message=".*torch.jit.script.*")
 from bddseg import config
 from bddseg import device as dev
 from bddseg.models import build_model

@@ -262,6 +262,7 @@ def test_missing_checkpoint_exits_2_naming_it_subprocess(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2, r.stderr
     assert str(missing) in r.stderr and "Traceback" not in r.stderr
+    assert "Warning" not in r.stderr, r.stderr  # fastai's import-time torch.jit.script warning is silenced
 
 
 def test_bad_inputs_exit_2_with_the_file_named(tiny_dataset, tmp_path, monkeypatch, capsys):
