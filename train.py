@@ -30,7 +30,7 @@ from bddseg.averaging import EMAWeights
 from bddseg.checkpoint import WEIGHTS
 from bddseg.eda import classes_in_split
 from bddseg.cli import run_cli, str2bool
-from bddseg.loaders import get_dls
+from bddseg.loaders import MAX_ZOOM, get_dls
 from bddseg.losses import CLASS_WEIGHTS, LOSSES, class_frequencies, loss_from_config
 from bddseg.metrics import seg_metrics
 from bddseg.models import DECODER_WIDTH, build_model, param_groups
@@ -63,6 +63,9 @@ def parse_args(argv=None):
                         "training images' own")
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--augment", type=str2bool, default=True, help="random flip, zoom/crop, brightness, contrast")
+    p.add_argument("--max_zoom", type=float, default=MAX_ZOOM,
+                   help="augmentation zooms in by a factor drawn uniformly from 1..max_zoom (2: people up to twice "
+                        "as tall in training crops)")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of the one-cycle schedule")
     p.add_argument("--pretrained", type=str2bool, default=True,
@@ -114,6 +117,8 @@ def parse_args(argv=None):
     if (args.crop not in (0, "auto") and not 0 < args.crop <= args.img_size) or not 0 <= args.focus <= 1 \
             or args.oversample < 1:
         p.error(f"--crop must be 0..img_size ({args.img_size}) or auto, --focus 0..1 and --oversample >= 1")
+    if args.max_zoom < 1:
+        p.error(f"--max_zoom must be >= 1 (1 = no zoom), got {args.max_zoom}")
     if not 0 <= args.ema_decay < 1:
         p.error(f"--ema_decay must be in [0, 1) (0 = off), got {args.ema_decay}")
     for name in ("crop", "img_size"):
@@ -190,6 +195,7 @@ def run_name(config, pretrained_loaded) -> str:
     parts += ["anneal"] if config.weight_anneal else []
     parts += [f"ema{config.ema_decay:g}"] if config.ema_decay else []
     parts += [] if config.augment else ["noaug"]
+    parts += [f"zoom{config.max_zoom:g}"] if config.augment and config.max_zoom != MAX_ZOOM else []
     parts += [f"crop{config.crop}"] if config.crop == "auto" or 0 < config.crop < img_height(config) else []
     parts += [f"tb{config.time_budget:g}m"] if config.time_budget else []
     parts += [] if pretrained_loaded else ["scratch"]
@@ -200,8 +206,8 @@ def get_data(config, data_path, device):
     """In-memory fastai DataLoaders at the configured frame size (decoded once); crops and rare-class sampling."""
     size = frame_size(config)
     crop = frame_size(config, config.crop) if config.crop != "auto" and 0 < config.crop < img_height(config) else None
-    return get_dls(data_path, size, config.batch_size, augment=config.augment, device=device,
-                   threads=config.num_workers, seed=config.seed, out_size=crop, focus=config.focus,
+    return get_dls(data_path, size, config.batch_size, augment=config.augment, max_zoom=config.max_zoom,
+                   device=device, threads=config.num_workers, seed=config.seed, out_size=crop, focus=config.focus,
                    oversample=config.oversample, channels_last=dev.use_channels_last(device))
 
 

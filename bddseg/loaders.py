@@ -32,6 +32,7 @@ from bddseg.cli import UserError
 
 DATA_MEMORY_SHARE = 0.75  # of available RAM for the decoded splits; the rest for the model, activations, decoding
 GPU_DATA_SHARE = 0.5  # of free GPU memory the splits may take on CUDA; the rest for the model and activations
+MAX_ZOOM = 1.25  # augmentation zooms in by a factor drawn uniformly from 1..MAX_ZOOM (train.py --max_zoom)
 
 
 # ------------------------------------------------------------------ decode once
@@ -171,7 +172,7 @@ class Augment:
     The random numbers are drawn on the CPU (`generator`), copied once per batch; the rest runs on x's device.
     """
 
-    def __init__(self, flip=True, max_zoom=1.25, brightness=0.15, contrast=0.2, focus=0.0):
+    def __init__(self, flip=True, max_zoom=MAX_ZOOM, brightness=0.15, contrast=0.2, focus=0.0):
         self.flip, self.max_zoom, self.brightness, self.contrast = flip, max_zoom, brightness, contrast
         self.focus = focus
 
@@ -285,7 +286,7 @@ def place(tensors, device) -> list:
     return list(tensors)
 
 
-def get_dls(root, size, bs, augment=True, device="cpu", threads=0, seed=42, out_size=None, focus=0.0,
+def get_dls(root, size, bs, augment=True, max_zoom=MAX_ZOOM, device="cpu", threads=0, seed=42, out_size=None, focus=0.0,
             oversample=1.0, channels_last=False):
     """fastai DataLoaders (train: shuffled, augmented, drop_last; valid: in order) from a processed dataset folder.
 
@@ -299,7 +300,7 @@ def get_dls(root, size, bs, augment=True, device="cpu", threads=0, seed=42, out_
     valid_x, valid_y, valid_names = load_split(root, "valid", size, threads)
     weights = rare_weights(train_y, oversample) if oversample != 1 else None
     train_x, train_y, valid_x, valid_y = place([train_x, train_y, valid_x, valid_y], device)
-    aug = Augment(focus=focus) if augment else Augment(False, 1.0, 0, 0, focus) if out_size or focus else None
+    aug = Augment(max_zoom=max_zoom, focus=focus) if augment else Augment(False, 1.0, 0, 0, focus) if out_size or focus else None
     train = TensorLoader(train_x, train_y, bs, shuffle=True, drop_last=True, augment=aug, out_size=out_size,
                          weights=weights, names=train_names, seed=seed, channels_last=channels_last)
     valid = TensorLoader(valid_x, valid_y, bs, names=valid_names, channels_last=channels_last)

@@ -1,5 +1,6 @@
-"""bench/class_bias.py on a tiny weighted run: every variant scored on valid and test, the unbiased test row equal
-to eval.py's own metrics, and a clear error for a run trained without class weights."""
+"""bench/class_bias.py and bench/tta.py on tiny runs: every variant scored on valid and test, the plain test row
+(and tta.py's mirrored one) equal to eval.py's own metrics, and a clear error for a run trained without class
+weights."""
 import json
 import subprocess
 import sys
@@ -38,3 +39,22 @@ def test_a_run_without_class_weights_is_refused(tiny_dataset, tmp_path):
     assert r.rc == 0, r.err[-3000:]
     out = bench(r.runs[0], tiny_dataset)
     assert out.returncode != 0 and "trained without class weights" in out.stderr
+
+
+def test_tta_bench_scores_every_variant_and_matches_eval(tiny_dataset, tmp_path):
+    r = run([*FAST, "--pretrained", "False"], tmp_path, tiny_dataset)
+    assert r.rc == 0, r.err[-3000:]
+    out = subprocess.run([sys.executable, "bench/tta.py", "--model", str(r.runs[0]), "--data", str(tiny_dataset)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = [line.split() for line in out.stdout.splitlines()]
+    scored = {(" ".join(row[:-9]), row[-9]): float(row[-8]) for row in rows
+              if len(row) >= 10 and row[-9] in ("valid", "test")}
+    variants = ("as trained", "flip", "x1.25", "x1.5", "x1 + x1.5", "x1 + x1.5, flip")
+    assert set(scored) == {(v, s) for v in variants for s in ("valid", "test")}
+    for tta in (False, True):  # the plain and mirrored rows are eval.py's own scores, without and with --tta
+        code, _ = run_eval(["--model", str(r.runs[0]), "--data", str(tiny_dataset), "--split", "test", "--tta",
+                            str(tta), "--out", str(tmp_path / f"eval{tta}")])
+        assert code == 0
+        metrics = json.loads(next((tmp_path / f"eval{tta}").glob("*/metrics.json")).read_text())
+        assert scored[("flip" if tta else "as trained", "test")] == pytest.approx(metrics["test_miou"], abs=2e-3)

@@ -108,12 +108,26 @@ def test_zoom_crop_keeps_labels_valid_and_gives_out_size():
     assert cx.shape == (4, 3, 16, 24) and cy.shape == (4, 16, 24)
 
 
+def test_max_zoom_bounds_the_zoom_in():
+    g = torch.Generator().manual_seed(2)
+    w = 64
+    y = torch.arange(w, dtype=torch.uint8).expand(256, 8, w).contiguous()  # each pixel labelled with its column
+    x = torch.rand(256, 3, 8, w, generator=g)
+    for max_zoom in (1.25, 2.0):
+        _, ay = Augment(flip=False, max_zoom=max_zoom, brightness=0, contrast=0)(x, y, generator=g)
+        columns = torch.tensor([len(row.unique()) for row in ay[:, 4]])  # a crop w/zoom wide shows w/zoom columns
+        assert columns.max() <= w and columns.min() >= w / max_zoom - 1
+        assert columns.min() <= w / max_zoom + 2  # the whole range is drawn, up to max_zoom
+    assert columns.float().mean() < w / 1.3  # mean zoom about 1.5 (1.125 at the default 1.25)
+
+
 def test_get_dls_wraps_both_splits(tiny_dataset):
     dls = get_dls(tiny_dataset, SIZE, bs=3, augment=True)
     assert dls.train.n == 8 and dls.valid.n == 2 and len(dls.train) == 2
     x, y = dls.valid.one_batch()
     assert x.shape == (2, 3, *SIZE) and y.shape == (2, *SIZE)
     torch.testing.assert_close(x, dls.valid.images.float() / 255)  # validation is never augmented
+    assert dls.train.augment.max_zoom == 1.25 and get_dls(tiny_dataset, SIZE, bs=3, max_zoom=2).train.augment.max_zoom == 2
     dls = get_dls(tiny_dataset, SIZE, bs=3, channels_last=True)
     assert all(b[0].is_contiguous(memory_format=torch.channels_last) for dl in dls for b in dl)
 

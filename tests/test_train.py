@@ -80,12 +80,14 @@ def test_recipes_set_defaults_and_flags_win():
 def test_names():
     c = SimpleNamespace(arch="resnet18", img_size=180, batch_size=8, lr=2e-3, loss="ce", class_weights="none",
                         augment=True, time_budget=0, crop=0, weight_anneal=False, decoder_width=16, ema_decay=0,
-                        aspect="16:9")
+                        aspect="16:9", max_zoom=1.25)
     assert train.run_name(c, True) == "resnet18-img180-bs8-lr2e-03-ce"
     narrow = SimpleNamespace(**{**vars(c), "decoder_width": 8})
     assert train.run_name(narrow, True) == "resnet18-img180-bs8-lr2e-03-ce-dec8"
     ema = SimpleNamespace(**{**vars(c), "ema_decay": 0.99})
     assert train.run_name(ema, True) == "resnet18-img180-bs8-lr2e-03-ce-ema0.99"
+    zoom = SimpleNamespace(**{**vars(c), "max_zoom": 2.0})
+    assert train.run_name(zoom, True) == "resnet18-img180-bs8-lr2e-03-ce-zoom2"
     camvid = SimpleNamespace(**{**vars(c), "img_size": 240, "aspect": "4:3"})
     assert train.run_name(camvid, True) == "resnet18-img240x4by3-bs8-lr2e-03-ce"
     camvid.aspect = 1.5  # a number, as a W&B sweep's config may pass it
