@@ -64,8 +64,8 @@ def parse_args(argv=None):
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--augment", type=str2bool, default=True, help="random flip, zoom/crop, brightness, contrast")
     p.add_argument("--max_zoom", type=float, default=MAX_ZOOM,
-                   help="augmentation zooms in by a factor drawn uniformly from 1..max_zoom (2: people up to twice "
-                        "as tall in training crops)")
+                   help="with --augment, training frames are zoomed in by a factor drawn uniformly from 1..max_zoom "
+                        "(2: people up to twice as tall)")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of the one-cycle schedule")
     p.add_argument("--pretrained", type=str2bool, default=True,
@@ -117,7 +117,7 @@ def parse_args(argv=None):
     if (args.crop not in (0, "auto") and not 0 < args.crop <= args.img_size) or not 0 <= args.focus <= 1 \
             or args.oversample < 1:
         p.error(f"--crop must be 0..img_size ({args.img_size}) or auto, --focus 0..1 and --oversample >= 1")
-    if args.max_zoom < 1:
+    if not args.max_zoom >= 1:  # also refuses nan
         p.error(f"--max_zoom must be >= 1 (1 = no zoom), got {args.max_zoom}")
     if not 0 <= args.ema_decay < 1:
         p.error(f"--ema_decay must be in [0, 1) (0 = off), got {args.ema_decay}")
@@ -206,9 +206,9 @@ def get_data(config, data_path, device):
     """In-memory fastai DataLoaders at the configured frame size (decoded once); crops and rare-class sampling."""
     size = frame_size(config)
     crop = frame_size(config, config.crop) if config.crop != "auto" and 0 < config.crop < img_height(config) else None
-    return get_dls(data_path, size, config.batch_size, augment=config.augment, max_zoom=config.max_zoom,
-                   device=device, threads=config.num_workers, seed=config.seed, out_size=crop, focus=config.focus,
-                   oversample=config.oversample, channels_last=dev.use_channels_last(device))
+    return get_dls(data_path, size, config.batch_size, augment=config.augment, device=device,
+                   threads=config.num_workers, seed=config.seed, out_size=crop, focus=config.focus,
+                   oversample=config.oversample, channels_last=dev.use_channels_last(device), max_zoom=config.max_zoom)
 
 
 def get_learner(config, dls, device):

@@ -286,12 +286,13 @@ def place(tensors, device) -> list:
     return list(tensors)
 
 
-def get_dls(root, size, bs, augment=True, max_zoom=MAX_ZOOM, device="cpu", threads=0, seed=42, out_size=None, focus=0.0,
-            oversample=1.0, channels_last=False):
+def get_dls(root, size, bs, augment=True, device="cpu", threads=0, seed=42, out_size=None, focus=0.0,
+            oversample=1.0, channels_last=False, max_zoom=MAX_ZOOM):
     """fastai DataLoaders (train: shuffled, augmented, drop_last; valid: in order) from a processed dataset folder.
 
     out_size: train on random crops of that (h, w) from frames stored at `size`; focus: share of those crops centred
-    on a rare-class pixel; oversample: images with a rare class are drawn that many times as often (1 = shuffle).
+    on a rare-class pixel; oversample: images with a rare class are drawn that many times as often (1 = shuffle);
+    max_zoom: augmented frames are zoomed in by a factor drawn uniformly from 1..max_zoom.
     On CUDA the uint8 splits are kept on the GPU when they fit (see `data_placement`).
     """
     check_dataset(root)
@@ -300,7 +301,8 @@ def get_dls(root, size, bs, augment=True, max_zoom=MAX_ZOOM, device="cpu", threa
     valid_x, valid_y, valid_names = load_split(root, "valid", size, threads)
     weights = rare_weights(train_y, oversample) if oversample != 1 else None
     train_x, train_y, valid_x, valid_y = place([train_x, train_y, valid_x, valid_y], device)
-    aug = Augment(max_zoom=max_zoom, focus=focus) if augment else Augment(False, 1.0, 0, 0, focus) if out_size or focus else None
+    aug = (Augment(max_zoom=max_zoom, focus=focus) if augment
+           else Augment(False, 1.0, 0, 0, focus) if out_size or focus else None)
     train = TensorLoader(train_x, train_y, bs, shuffle=True, drop_last=True, augment=aug, out_size=out_size,
                          weights=weights, names=train_names, seed=seed, channels_last=channels_last)
     valid = TensorLoader(valid_x, valid_y, bs, names=valid_names, channels_last=channels_last)

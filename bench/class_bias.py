@@ -18,22 +18,21 @@ import torch.nn.functional as F
 from PIL import Image
 
 from bddseg import device as dev
-from bddseg.inference import load_model, tta_logits
+from bddseg.inference import load_model
 from bddseg.layout import read_split
 from bddseg.loaders import load_split
 from bddseg.metrics import CLASS_KEYS, confusion, iou_from_confusion
 
 
-def stage_logits(model, data, stage, size, precision, flip=False) -> tuple:
-    """([logits C x H x W float16 at its mask's size], [masks H x W]) of one stage, one pair per image; with flip,
-    averaged with the logits of the mirrored image (eval.py --tta)."""
+def stage_logits(model, data, stage, size, precision) -> tuple:
+    """([logits C x H x W float16 at its mask's size], [masks H x W]) of one stage, one pair per image."""
     images, _, _ = load_split(data, stage, size)
     logits, masks = [], []
     with torch.inference_mode():
         for i, label in enumerate(read_split(data, stage).label):
             x = images[i:i + 1].float().div(255).contiguous(memory_format=torch.channels_last)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-                out = tta_logits(model, x, flip).float()
+                out = model(x).float()
             mask = torch.from_numpy(np.asarray(Image.open(label)).copy())
             logits.append(F.interpolate(out, size=mask.shape, mode="bilinear", align_corners=False)[0].half())
             masks.append(mask)

@@ -7,10 +7,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+import torch.nn.functional as F
 from test_eval import run_eval
 from test_train import FAST, run
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+import tta  # noqa: E402  (bench/tta.py)
 
 
 def bench(model, data):
@@ -52,9 +56,20 @@ def test_tta_bench_scores_every_variant_and_matches_eval(tiny_dataset, tmp_path)
               if len(row) >= 10 and row[-9] in ("valid", "test")}
     variants = ("as trained", "flip", "x1.25", "x1.5", "x1 + x1.5", "x1 + x1.5, flip")
     assert set(scored) == {(v, s) for v in variants for s in ("valid", "test")}
-    for tta in (False, True):  # the plain and mirrored rows are eval.py's own scores, without and with --tta
+    for mirror in (False, True):  # the plain and mirrored rows are eval.py's own scores, without and with --tta
         code, _ = run_eval(["--model", str(r.runs[0]), "--data", str(tiny_dataset), "--split", "test", "--tta",
-                            str(tta), "--out", str(tmp_path / f"eval{tta}")])
+                            str(mirror), "--out", str(tmp_path / f"eval{mirror}")])
         assert code == 0
-        metrics = json.loads(next((tmp_path / f"eval{tta}").glob("*/metrics.json")).read_text())
-        assert scored[("flip" if tta else "as trained", "test")] == pytest.approx(metrics["test_miou"], abs=2e-3)
+        metrics = json.loads(next((tmp_path / f"eval{mirror}").glob("*/metrics.json")).read_text())
+        assert scored[("flip" if mirror else "as trained", "test")] == pytest.approx(metrics["test_miou"], abs=2e-3)
+
+
+def test_tta_mirrored_logits_are_the_mirrored_image_mirrored_back():
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(3, 7, 3, padding=1)  # random kernel: not mirror-symmetric
+    x = torch.rand(1, 3, 6, 8)
+    plain, mirrored = (tta.logits(model, x, m, (12, 16), "fp32") for m in (False, True))
+    expected = F.interpolate(model(x.flip(-1)).flip(-1), size=(12, 16), mode="bilinear", align_corners=False)[0]
+    torch.testing.assert_close(mirrored, expected)
+    assert plain.shape == (7, 12, 16) and not torch.allclose(plain, mirrored)
+    assert tta.scaled((240, 320), 1.5) == (360, 480) and tta.scaled((232, 310), 1.25) == (290, 388)

@@ -127,7 +127,8 @@ def test_get_dls_wraps_both_splits(tiny_dataset):
     x, y = dls.valid.one_batch()
     assert x.shape == (2, 3, *SIZE) and y.shape == (2, *SIZE)
     torch.testing.assert_close(x, dls.valid.images.float() / 255)  # validation is never augmented
-    assert dls.train.augment.max_zoom == 1.25 and get_dls(tiny_dataset, SIZE, bs=3, max_zoom=2).train.augment.max_zoom == 2
+    assert dls.train.augment.max_zoom == 1.25
+    assert get_dls(tiny_dataset, SIZE, bs=3, max_zoom=2).train.augment.max_zoom == 2
     dls = get_dls(tiny_dataset, SIZE, bs=3, channels_last=True)
     assert all(b[0].is_contiguous(memory_format=torch.channels_last) for dl in dls for b in dl)
 

@@ -49,7 +49,7 @@ def test_wandb_agent_style_arguments():
                                  ["--img_size=96", "--crop=120"], ["--focus=1.5"], ["--oversample=0.5"],
                                  ["--decoder_width=0"], ["--ema_decay=1"], ["--ema_decay=-0.1"],
                                  ["--aspect=wide"], ["--aspect=4:0"], ["--aspect=243"], ["--aspect=4:"],
-                                 ["--aspect=-4:-3"], ["--img_size=big"],
+                                 ["--aspect=-4:-3"], ["--img_size=big"], ["--max_zoom=0.5"], ["--max_zoom=nan"],
                                  ["--img_size=auto", "--time_budget=5", "--crop=128"]])
 def test_bad_arguments_exit_2(bad, capsys):
     with pytest.raises(SystemExit) as e:
@@ -61,11 +61,12 @@ def test_bad_arguments_exit_2(bad, capsys):
                                                  ("1.5", (48, 72), (24, 36))])
 def test_aspect_sets_the_frame_and_crop_shapes(tiny_dataset, aspect, frame, crop):
     """--aspect: frames (and crops) img_size high at that width:height, recorded as frame_size for eval."""
-    config = train.parse_args(["--img_size=48", f"--aspect={aspect}", "--crop=24", "--batch_size=4"])
+    config = train.parse_args(["--img_size=48", f"--aspect={aspect}", "--crop=24", "--batch_size=4", "--max_zoom=2"])
     assert train.frame_size(config) == frame and train.frame_size(config, 24) == crop
     dls = train.get_data(config, tiny_dataset, "cpu")
     x, y = dls.train.one_batch()
     assert x.shape[-2:] == y.shape[-2:] == crop and dls.valid.one_batch()[0].shape[-2:] == frame
+    assert dls.train.augment.max_zoom == 2  # --max_zoom reaches the augmentation
 
 
 def test_recipes_set_defaults_and_flags_win():
