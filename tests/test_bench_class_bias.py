@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from test_eval import run_eval
 from test_train import FAST, run
 
+from bench import tta
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
-import tta  # noqa: E402  (bench/tta.py)
 
 
 def bench(model, data):
