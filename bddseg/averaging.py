@@ -3,7 +3,8 @@
 Meant for small data at a high one-cycle lr, where validation swings from epoch to epoch and the best checkpoint
 can come from a swing. The EMA (torch's `AveragedModel` with `get_ema_multi_avg_fn`, BatchNorm statistics
 included) follows the weights over about the last 1/(1-decay) optimizer steps; the optimizer keeps training the
-live weights. One CamVid run: higher validation mIoU, lower test person IoU (README "Recipes"); a sweep option.
+live weights. A two-seed CamVid A/B: lower validation mIoU, higher test mIoU (docs/results.md "Recipes"); a sweep
+option.
 """
 from fastai.callback.core import Callback
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn

@@ -77,9 +77,9 @@ RECIPES = {
     # The course project's way, in train.py: resnet18 U-Net from scratch (offline), fp32, 96 px, plain CE, 10 epochs.
     "course": dict(arch="resnet18", img_size=96, batch_size=8, lr=2e-3, epochs=10, loss="ce", class_weights="none",
                    pretrained=False, mixed_precision=False, freeze_epochs=0, augment=True),
-    # Rare classes on a 21-minute CPU budget, no pretrained weights (README "Recipes": how it was chosen, figures).
+    # Rare classes on a 21-minute CPU budget, no pretrained weights (README "Recipes"; every run: docs/results.md).
     # Constant sqrt_inv weights, whole frames: the best validation mIoU on the AVX2 CPU against annealed weights,
-    # 240 px and `--crop auto` (README "Recipes": test mIoU 0.545 against 0.435, 0.367 and 0.402, one run each;
+    # 240 px and `--crop auto` (docs/results.md "Recipes": test mIoU 0.545 against 0.435, 0.367 and 0.402, one run each;
     # the recipe with another seed: 0.390). Frames at the images' own aspect, as high as the machine's measured step
     # time allows (bddseg/operating_point.py): 240 px bought the most person IoU on a fast bf16 CPU, not on AVX2.
     "person": dict(arch="resnet18", img_size="auto", aspect="auto", batch_size=8, lr=3e-3, loss="dice_ce",

@@ -15,7 +15,7 @@ on whole frames; when the budget at that pace buys fewer than `MIN_STEPS`, it sw
 random crops whose pixel count brings the step count up to `MIN_STEPS` (a step's cost is about linear in
 pixels), heights in multiples of 8, never below `MIN_SHARE` of the frame height. The choice is one line of
 output and goes into the run's config (`crop_picked`, `probe_step_s`, `probe_steps_in_budget`). Measured on
-CamVid with an AVX2 CPU (README "Recipes"): the picked crops scored below whole frames, so the `person` recipe
+CamVid with an AVX2 CPU (docs/results.md "Recipes"): the picked crops scored below whole frames, so the `person` recipe
 does not use it.
 """
 import math

@@ -7,7 +7,7 @@ A model trained with class weights w (e.g. sqrt_inv) learns scores tilted by log
 Variants, each scored on the valid and test stages at the masks' own resolution (logits upsampled bilinearly):
 none; tau * -log(w) for tau 0.5 and 1 (undoing half or all of the weighting's tilt, no free choice made on data);
 with --tune, biases fitted to valid mIoU by coordinate ascent (-3..3 per class in steps of 0.25, three rounds, every
-2nd pixel). The valid stage is the one that may choose among them; the test rows only report. README "Recipes".
+2nd pixel). The valid stage is the one that may choose among them; the test rows only report. docs/results.md "Recipes".
 """
 import argparse
 import sys

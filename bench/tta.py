@@ -5,7 +5,7 @@
 Each variant runs the model on its inputs (frame scale, mirrored or not), upsamples every output's logits bilinearly
 to the mask's own size and averages them before the argmax; IoU per class and mIoU on the valid and test stages,
 one image at a time (held: the stage's uint8 frames at each input size, no logits). "as trained" is eval.py's plain
-score, "flip" its --tta. README "Recipes".
+score, "flip" its --tta. docs/results.md "Recipes".
 """
 import argparse
 
