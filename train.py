@@ -66,6 +66,9 @@ def parse_args(argv=None):
     p.add_argument("--max_zoom", type=float, default=MAX_ZOOM,
                    help="with --augment, training frames are zoomed in by a factor drawn uniformly from 1..max_zoom "
                         "(2: people up to twice as tall)")
+    p.add_argument("--color_jitter", type=float, default=0.0,
+                   help="with --augment, per-frame gamma 2**(+-2j), channel gains 1+-j and saturation 1+-2j for j = "
+                        "this (0 = off; light and white balance unlike the training drives')")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of the one-cycle schedule")
     p.add_argument("--pretrained", type=str2bool, default=True,
@@ -119,6 +122,8 @@ def parse_args(argv=None):
         p.error(f"--crop must be 0..img_size ({args.img_size}) or auto, --focus 0..1 and --oversample >= 1")
     if not args.max_zoom >= 1:  # also refuses nan
         p.error(f"--max_zoom must be >= 1 (1 = no zoom), got {args.max_zoom}")
+    if not 0 <= args.color_jitter <= 0.5:  # also refuses nan; above 0.5 the saturation factor 1 - 2j < 0
+        p.error(f"--color_jitter must be in [0, 0.5] (0 = off), got {args.color_jitter}")
     if not 0 <= args.ema_decay < 1:
         p.error(f"--ema_decay must be in [0, 1) (0 = off), got {args.ema_decay}")
     for name in ("crop", "img_size"):
@@ -196,6 +201,7 @@ def run_name(config, pretrained_loaded) -> str:
     parts += [f"ema{config.ema_decay:g}"] if config.ema_decay else []
     parts += [] if config.augment else ["noaug"]
     parts += [f"zoom{config.max_zoom:g}"] if config.augment and config.max_zoom != MAX_ZOOM else []
+    parts += [f"jitter{config.color_jitter:g}"] if config.augment and config.color_jitter else []
     parts += [f"crop{config.crop}"] if config.crop == "auto" or 0 < config.crop < img_height(config) else []
     parts += [f"tb{config.time_budget:g}m"] if config.time_budget else []
     parts += [] if pretrained_loaded else ["scratch"]
@@ -208,7 +214,8 @@ def get_data(config, data_path, device):
     crop = frame_size(config, config.crop) if config.crop != "auto" and 0 < config.crop < img_height(config) else None
     return get_dls(data_path, size, config.batch_size, augment=config.augment, device=device,
                    threads=config.num_workers, seed=config.seed, out_size=crop, focus=config.focus,
-                   oversample=config.oversample, channels_last=dev.use_channels_last(device), max_zoom=config.max_zoom)
+                   oversample=config.oversample, channels_last=dev.use_channels_last(device), max_zoom=config.max_zoom,
+                   color_jitter=config.color_jitter)
 
 
 def get_learner(config, dls, device):

@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # what a recipe arm's train.py worked out or was given, recorded beside the recipe's values
 PICKED = ["img_size_picked", "aspect_picked", "size_probe_step_s", "size_probe_frame", "crop_picked", "frame_size",
-          "decoder_width", "ema_decay", "max_zoom"]
+          "decoder_width", "ema_decay", "max_zoom", "color_jitter"]
 MAX_EPOCHS = 10_000  # the clock ends the course-way fit, as train.py's --time_budget does
 
 

@@ -50,6 +50,7 @@ def test_wandb_agent_style_arguments():
                                  ["--decoder_width=0"], ["--ema_decay=1"], ["--ema_decay=-0.1"],
                                  ["--aspect=wide"], ["--aspect=4:0"], ["--aspect=243"], ["--aspect=4:"],
                                  ["--aspect=-4:-3"], ["--img_size=big"], ["--max_zoom=0.5"], ["--max_zoom=nan"],
+                                 ["--color_jitter=-0.1"], ["--color_jitter=0.6"], ["--color_jitter=nan"],
                                  ["--img_size=auto", "--time_budget=5", "--crop=128"]])
 def test_bad_arguments_exit_2(bad, capsys):
     with pytest.raises(SystemExit) as e:
@@ -61,12 +62,13 @@ def test_bad_arguments_exit_2(bad, capsys):
                                                  ("1.5", (48, 72), (24, 36))])
 def test_aspect_sets_the_frame_and_crop_shapes(tiny_dataset, aspect, frame, crop):
     """--aspect: frames (and crops) img_size high at that width:height, recorded as frame_size for eval."""
-    config = train.parse_args(["--img_size=48", f"--aspect={aspect}", "--crop=24", "--batch_size=4", "--max_zoom=2"])
+    config = train.parse_args(["--img_size=48", f"--aspect={aspect}", "--crop=24", "--batch_size=4", "--max_zoom=2",
+                               "--color_jitter=0.2"])
     assert train.frame_size(config) == frame and train.frame_size(config, 24) == crop
     dls = train.get_data(config, tiny_dataset, "cpu")
     x, y = dls.train.one_batch()
     assert x.shape[-2:] == y.shape[-2:] == crop and dls.valid.one_batch()[0].shape[-2:] == frame
-    assert dls.train.augment.max_zoom == 2  # --max_zoom reaches the augmentation
+    assert dls.train.augment.max_zoom == 2 and dls.train.augment.jitter == 0.2  # the flags reach the augmentation
 
 
 def test_recipes_set_defaults_and_flags_win():
@@ -81,7 +83,7 @@ def test_recipes_set_defaults_and_flags_win():
 def test_names():
     c = SimpleNamespace(arch="resnet18", img_size=180, batch_size=8, lr=2e-3, loss="ce", class_weights="none",
                         augment=True, time_budget=0, crop=0, weight_anneal=False, decoder_width=16, ema_decay=0,
-                        aspect="16:9", max_zoom=1.25)
+                        aspect="16:9", max_zoom=1.25, color_jitter=0.0)
     assert train.run_name(c, True) == "resnet18-img180-bs8-lr2e-03-ce"
     narrow = SimpleNamespace(**{**vars(c), "decoder_width": 8})
     assert train.run_name(narrow, True) == "resnet18-img180-bs8-lr2e-03-ce-dec8"
@@ -89,6 +91,8 @@ def test_names():
     assert train.run_name(ema, True) == "resnet18-img180-bs8-lr2e-03-ce-ema0.99"
     zoom = SimpleNamespace(**{**vars(c), "max_zoom": 2.0})
     assert train.run_name(zoom, True) == "resnet18-img180-bs8-lr2e-03-ce-zoom2"
+    jitter = SimpleNamespace(**{**vars(c), "color_jitter": 0.2})
+    assert train.run_name(jitter, True) == "resnet18-img180-bs8-lr2e-03-ce-jitter0.2"
     camvid = SimpleNamespace(**{**vars(c), "img_size": 240, "aspect": "4:3"})
     assert train.run_name(camvid, True) == "resnet18-img240x4by3-bs8-lr2e-03-ce"
     camvid.aspect = 1.5  # a number, as a W&B sweep's config may pass it
