@@ -30,7 +30,7 @@ from bddseg.averaging import EMAWeights
 from bddseg.checkpoint import WEIGHTS
 from bddseg.eda import classes_in_split
 from bddseg.cli import run_cli, str2bool
-from bddseg.loaders import MAX_ZOOM, get_dls
+from bddseg.loaders import MAX_COLOR_JITTER, MAX_ZOOM, get_dls
 from bddseg.losses import CLASS_WEIGHTS, LOSSES, class_frequencies, loss_from_config
 from bddseg.metrics import seg_metrics
 from bddseg.models import DECODER_WIDTH, build_model, param_groups
@@ -62,7 +62,8 @@ def parse_args(argv=None):
                    help="frame width:height (BDD100K 16:9; CamVid's own frames are 4:3), a number, or auto: the "
                         "training images' own")
     p.add_argument("--batch_size", type=int, default=8)
-    p.add_argument("--augment", type=str2bool, default=True, help="random flip, zoom/crop, brightness, contrast")
+    p.add_argument("--augment", type=str2bool, default=True,
+                   help="random flip, zoom/crop, brightness, contrast (and colour: --color_jitter)")
     p.add_argument("--max_zoom", type=float, default=MAX_ZOOM,
                    help="with --augment, training frames are zoomed in by a factor drawn uniformly from 1..max_zoom "
                         "(2: people up to twice as tall)")
@@ -122,8 +123,8 @@ def parse_args(argv=None):
         p.error(f"--crop must be 0..img_size ({args.img_size}) or auto, --focus 0..1 and --oversample >= 1")
     if not args.max_zoom >= 1:  # also refuses nan
         p.error(f"--max_zoom must be >= 1 (1 = no zoom), got {args.max_zoom}")
-    if not 0 <= args.color_jitter <= 0.5:  # also refuses nan; above 0.5 the saturation factor 1 - 2j < 0
-        p.error(f"--color_jitter must be in [0, 0.5] (0 = off), got {args.color_jitter}")
+    if not 0 <= args.color_jitter <= MAX_COLOR_JITTER:  # also refuses nan
+        p.error(f"--color_jitter must be in [0, {MAX_COLOR_JITTER:g}] (0 = off), got {args.color_jitter}")
     if not 0 <= args.ema_decay < 1:
         p.error(f"--ema_decay must be in [0, 1) (0 = off), got {args.ema_decay}")
     for name in ("crop", "img_size"):

@@ -3,7 +3,7 @@
 `load_split` reads one stage of a processed dataset folder into uint8 tensors (images N x 3 x H x W resized with
 PIL's antialiased bilinear filter, masks N x H x W nearest). `TensorLoader` yields float [0,1] image batches and
 long mask batches on the target device; `Augment` works on whole batches there (random flip, zoom/crop, brightness,
-contrast) with one `grid_sample` per tensor. `get_dls` wraps both splits as fastai `DataLoaders`.
+contrast, optional colour jitter) with one `grid_sample` per tensor. `get_dls` wraps both splits as fastai `DataLoaders`.
 
 Rare classes (people are small): `out_size` smaller than the stored size trains on random crops of larger stored
 frames, `focus` centres that share of the crops on a random pixel of a rare class (`focus_points`), and `weights`
@@ -33,7 +33,9 @@ from bddseg.cli import UserError
 DATA_MEMORY_SHARE = 0.75  # of available RAM for the decoded splits; the rest for the model, activations, decoding
 GPU_DATA_SHARE = 0.5  # of free GPU memory the splits may take on CUDA; the rest for the model and activations
 MAX_ZOOM = 1.25  # augmentation zooms in by a factor drawn uniformly from 1..MAX_ZOOM (train.py --max_zoom)
-LOG2_GAMMA = 2.0  # --color_jitter j: gamma up to 2**(+-2j), channel gains 1 +- j, saturation 1 +- 2j
+LOG2_GAMMA = 2.0  # --color_jitter j: gamma between 2**(-LOG2_GAMMA*j) and 2**(LOG2_GAMMA*j)
+SATURATION = 2.0  # --color_jitter j: saturation scaled by 1 +- SATURATION*j (channel gains: 1 +- j)
+MAX_COLOR_JITTER = 1 / SATURATION  # above it, the saturation factor can turn negative (colours inverted about grey)
 
 
 # ------------------------------------------------------------------ decode once
@@ -167,18 +169,17 @@ def rare_weights(masks, k, classes=config.RARE_CLASSES) -> torch.Tensor:
 
 
 class Augment:
-    """Random flip, zoom-in + crop (to `out_size`), colour (`jitter`), brightness and contrast on a whole batch (float
-    x, int y).
+    """Random flip, zoom-in + crop (to `out_size`), colour, brightness and contrast on a whole batch (float x, int y).
 
     `focus`: the share of crops centred on a rare-class pixel (as far as the frame edge allows; see focus_points).
-    `jitter` (0 = off): per image a gamma, a gain per channel and a saturation (see `colour_jitter`): light and white
-    balance other than the training drives' (dusk, street lamps).
+    `color_jitter` (0 = off): per image a gamma, a gain per channel and a saturation (see `jitter_color`): light and
+    white balance other than the training drives' (dusk, street lamps).
     The random numbers are drawn on the CPU (`generator`), copied once per batch; the rest runs on x's device.
     """
 
-    def __init__(self, flip=True, max_zoom=MAX_ZOOM, brightness=0.15, contrast=0.2, focus=0.0, jitter=0.0):
+    def __init__(self, flip=True, max_zoom=MAX_ZOOM, brightness=0.15, contrast=0.2, focus=0.0, color_jitter=0.0):
         self.flip, self.max_zoom, self.brightness, self.contrast = flip, max_zoom, brightness, contrast
-        self.focus, self.jitter = focus, jitter
+        self.focus, self.color_jitter = focus, color_jitter
 
     def __call__(self, x, y, out_size=None, generator=None):
         n, _, h, w = x.shape
@@ -197,23 +198,24 @@ class Augment:
         grid = F.affine_grid(theta, (n, 1, oh, ow), align_corners=False)
         x = F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="border", align_corners=False)
         y = F.grid_sample(y[:, None].float(), grid, mode="nearest", align_corners=False)[:, 0].to(torch.uint8)
-        if self.jitter > 0:  # its own draw, after the others: the stream without jitter is unchanged
-            x = colour_jitter(x, self.jitter, to_device(torch.rand(n, 5, generator=generator), x.device))
+        if self.color_jitter > 0:  # its own draw, after the others: the stream without jitter is unchanged
+            x = jitter_color(x, self.color_jitter, to_device(torch.rand(n, 5, generator=generator), x.device))
         c = (1 + self.contrast * (2 * r[:, 4] - 1))[:, None, None, None]
         b = (self.brightness * (2 * r[:, 5] - 1))[:, None, None, None]
         mean = x.mean((1, 2, 3), keepdim=True)
         return ((x - mean) * c + mean + b).clamp_(0, 1), y
 
 
-def colour_jitter(x, j, r):
-    """x (N x 3 x H x W in [0, 1]) with, per image, x ** gamma (gamma = 2 ** (LOG2_GAMMA * j * u)), a gain of 1 + j*u
-    per channel and the saturation scaled by 1 + 2j*u about the grey value (u = 2r - 1, uniform in [-1, 1], from the
-    five columns of r)."""
+def jitter_color(x, j, r):
+    """Per-image gamma, channel gains and saturation of x (N x 3 x H x W in [0, 1]) at strength j, from r (N x 5).
+
+    With u = 2r - 1 (uniform in [-1, 1]): x ** 2 ** (LOG2_GAMMA * j * u0), times 1 + j * u1..u3 per channel, then the
+    distance to the grey value (the channels' mean) times 1 + SATURATION * j * u4; clipped to [0, 1]."""
     u = (2 * r - 1)[:, :, None, None]  # N x 5 x 1 x 1
     x = x.clamp(min=0) ** torch.exp2(LOG2_GAMMA * j * u[:, :1])
     x = x * (1 + j * u[:, 1:4])
     grey = x.mean(1, keepdim=True)
-    return (grey + (x - grey) * (1 + 2 * j * u[:, 4:5])).clamp_(0, 1)
+    return (grey + (x - grey) * (1 + SATURATION * j * u[:, 4:5])).clamp_(0, 1)
 
 
 # ------------------------------------------------------------------ batches from memory
@@ -310,7 +312,7 @@ def get_dls(root, size, bs, augment=True, device="cpu", threads=0, seed=42, out_
     out_size: train on random crops of that (h, w) from frames stored at `size`; focus: share of those crops centred
     on a rare-class pixel; oversample: images with a rare class are drawn that many times as often (1 = shuffle);
     max_zoom: augmented frames are zoomed in by a factor drawn uniformly from 1..max_zoom; color_jitter: the strength of
-    their gamma, channel gains and saturation (`colour_jitter`; 0 = off).
+    their gamma, channel gains and saturation (`jitter_color`; 0 = off).
     On CUDA the uint8 splits are kept on the GPU when they fit (see `data_placement`).
     """
     check_dataset(root)
@@ -319,7 +321,7 @@ def get_dls(root, size, bs, augment=True, device="cpu", threads=0, seed=42, out_
     valid_x, valid_y, valid_names = load_split(root, "valid", size, threads)
     weights = rare_weights(train_y, oversample) if oversample != 1 else None
     train_x, train_y, valid_x, valid_y = place([train_x, train_y, valid_x, valid_y], device)
-    aug = (Augment(max_zoom=max_zoom, focus=focus, jitter=color_jitter) if augment
+    aug = (Augment(max_zoom=max_zoom, focus=focus, color_jitter=color_jitter) if augment
            else Augment(False, 1.0, 0, 0, focus) if out_size or focus else None)
     train = TensorLoader(train_x, train_y, bs, shuffle=True, drop_last=True, augment=aug, out_size=out_size,
                          weights=weights, names=train_names, seed=seed, channels_last=channels_last)

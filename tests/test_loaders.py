@@ -8,8 +8,7 @@ from PIL import Image
 
 import params
 from bddseg import layout
-from bddseg.loaders import (LOG2_GAMMA, Augment, TensorLoader, colour_jitter, focus_points, get_dls, load_split,
-                            rare_weights)
+from bddseg.loaders import Augment, TensorLoader, focus_points, get_dls, jitter_color, load_split, rare_weights
 from bddseg.cli import UserError
 
 SIZE = params.frame_size(32)  # (32, 56): smaller than the 64x112 files, so resizing is exercised
@@ -122,16 +121,17 @@ def test_max_zoom_bounds_the_zoom_in():
     assert columns.float().mean() < w / 1.3  # mean zoom about 1.5 (1.125 at the default 1.25)
 
 
-def test_colour_jitter_matches_its_formula():
-    """Each image: x ** gamma, a gain per channel, saturation about the grey value, clipped to [0, 1] (numpy)."""
+def test_jitter_color_matches_its_formula():
+    """Each image: x ** gamma (2 ** +-2j), a gain per channel (1 +- j), saturation about the grey value (1 +- 2j),
+    clipped to [0, 1] (numpy)."""
     g = torch.Generator().manual_seed(3)
     x, r, j = torch.rand(4, 3, 5, 7, generator=g), torch.rand(4, 5, generator=g), 0.3
     r[0] = 0.5  # u = 0: unchanged
-    out = colour_jitter(x, j, r).numpy()
+    out = jitter_color(x, j, r).numpy()
     np.testing.assert_allclose(out[0], x[0].numpy(), atol=1e-6)
     u = 2 * r.numpy() - 1
     for i in range(1, 4):
-        y = x[i].numpy().astype(np.float64) ** (2.0 ** (LOG2_GAMMA * j * u[i, 0]))
+        y = x[i].numpy().astype(np.float64) ** (2.0 ** (2 * j * u[i, 0]))
         y = y * (1 + j * u[i, 1:4])[:, None, None]
         grey = y.mean(0, keepdims=True)
         y = np.clip(grey + (y - grey) * (1 + 2 * j * u[i, 4]), 0, 1)
@@ -144,11 +144,23 @@ def test_jitter_changes_colours_only():
     g = torch.Generator().manual_seed(4)
     x, y = torch.rand(6, 3, 16, 28, generator=g), torch.randint(0, 7, (6, 16, 28), generator=g, dtype=torch.uint8)
     plain_x, plain_y = Augment()(x, y, generator=torch.Generator().manual_seed(5))
-    ax, ay = Augment(jitter=0.2)(x, y, generator=torch.Generator().manual_seed(5))
+    ax, ay = Augment(color_jitter=0.2)(x, y, generator=torch.Generator().manual_seed(5))
     assert torch.equal(ay, plain_y) and ax.shape == x.shape and 0 <= ax.min() and ax.max() <= 1
     assert (ax - plain_x).abs().mean() > 0.01
-    again, _ = Augment(jitter=0.2)(x, y, generator=torch.Generator().manual_seed(5))
+    again, _ = Augment(color_jitter=0.2)(x, y, generator=torch.Generator().manual_seed(5))
     assert torch.equal(ax, again)  # seeded: the same jitter
+
+
+def test_no_jitter_draws_what_augment_drew_before():
+    """Without jitter a batch takes 7 numbers per image from the generator, as before the option existed."""
+    x, y = torch.rand(6, 3, 16, 28), torch.zeros(6, 16, 28, dtype=torch.uint8)
+    g, ref = torch.Generator().manual_seed(6), torch.Generator().manual_seed(6)
+    Augment()(x, y, generator=g)
+    torch.rand(6, 7, generator=ref)
+    assert torch.equal(g.get_state(), ref.get_state())
+    Augment(color_jitter=0.2)(x, y, generator=g)
+    torch.rand(6, 7, generator=ref), torch.rand(6, 5, generator=ref)
+    assert torch.equal(g.get_state(), ref.get_state())  # with it: 5 more, after the 7
 
 
 def test_get_dls_wraps_both_splits(tiny_dataset):
@@ -159,8 +171,8 @@ def test_get_dls_wraps_both_splits(tiny_dataset):
     torch.testing.assert_close(x, dls.valid.images.float() / 255)  # validation is never augmented
     assert dls.train.augment.max_zoom == 1.25
     assert get_dls(tiny_dataset, SIZE, bs=3, max_zoom=2).train.augment.max_zoom == 2
-    assert dls.train.augment.jitter == 0
-    assert get_dls(tiny_dataset, SIZE, bs=3, color_jitter=0.2).train.augment.jitter == 0.2
+    assert dls.train.augment.color_jitter == 0
+    assert get_dls(tiny_dataset, SIZE, bs=3, color_jitter=0.2).train.augment.color_jitter == 0.2
     dls = get_dls(tiny_dataset, SIZE, bs=3, channels_last=True)
     assert all(b[0].is_contiguous(memory_format=torch.channels_last) for dl in dls for b in dl)
 

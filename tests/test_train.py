@@ -68,7 +68,7 @@ def test_aspect_sets_the_frame_and_crop_shapes(tiny_dataset, aspect, frame, crop
     dls = train.get_data(config, tiny_dataset, "cpu")
     x, y = dls.train.one_batch()
     assert x.shape[-2:] == y.shape[-2:] == crop and dls.valid.one_batch()[0].shape[-2:] == frame
-    assert dls.train.augment.max_zoom == 2 and dls.train.augment.jitter == 0.2  # the flags reach the augmentation
+    assert dls.train.augment.max_zoom == 2 and dls.train.augment.color_jitter == 0.2  # the flags reach the augmentation
 
 
 def test_recipes_set_defaults_and_flags_win():
@@ -93,6 +93,8 @@ def test_names():
     assert train.run_name(zoom, True) == "resnet18-img180-bs8-lr2e-03-ce-zoom2"
     jitter = SimpleNamespace(**{**vars(c), "color_jitter": 0.2})
     assert train.run_name(jitter, True) == "resnet18-img180-bs8-lr2e-03-ce-jitter0.2"
+    assert train.run_name(SimpleNamespace(**{**vars(jitter), "augment": False}), True).endswith("-ce-noaug")
+    assert train.parse_args(["--color_jitter=0.5"]).color_jitter == 0.5  # the largest allowed
     camvid = SimpleNamespace(**{**vars(c), "img_size": 240, "aspect": "4:3"})
     assert train.run_name(camvid, True) == "resnet18-img240x4by3-bs8-lr2e-03-ce"
     camvid.aspect = 1.5  # a number, as a W&B sweep's config may pass it
