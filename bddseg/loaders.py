@@ -3,7 +3,8 @@
 `load_split` reads one stage of a processed dataset folder into uint8 tensors (images N x 3 x H x W resized with
 PIL's antialiased bilinear filter, masks N x H x W nearest). `TensorLoader` yields float [0,1] image batches and
 long mask batches on the target device; `Augment` works on whole batches there (random flip, zoom/crop, brightness,
-contrast, optional colour jitter) with one `grid_sample` per tensor. `get_dls` wraps both splits as fastai `DataLoaders`.
+contrast, optional colour jitter) with one `grid_sample` per tensor. `get_dls` wraps both splits as fastai
+`DataLoaders`.
 
 Rare classes (people are small): `out_size` smaller than the stored size trains on random crops of larger stored
 frames, `focus` centres that share of the crops on a random pixel of a rare class (`focus_points`), and `weights`
