@@ -213,7 +213,7 @@ def jitter_color(x, j, r):
     With u = 2r - 1 (uniform in [-1, 1]): x ** 2 ** (LOG2_GAMMA * j * u0), times 1 + j * u1..u3 per channel, then the
     distance to the grey value (the channels' mean) times 1 + SATURATION * j * u4; clipped to [0, 1]."""
     u = (2 * r - 1)[:, :, None, None]  # N x 5 x 1 x 1
-    x = x.clamp(min=0) ** torch.exp2(LOG2_GAMMA * j * u[:, :1])
+    x = x ** torch.exp2(LOG2_GAMMA * j * u[:, :1])  # x >= 0: grid_sample's bilinear mix of [0, 1] values
     x = x * (1 + j * u[:, 1:4])
     grey = x.mean(1, keepdim=True)
     return (grey + (x - grey) * (1 + SATURATION * j * u[:, 4:5])).clamp_(0, 1)
