@@ -21,9 +21,9 @@ venv: .venv/.installed
 # The main job on the embedded synthetic data, sized for ~10 minutes on 2 CPU cores (time budgets, not epochs).
 demo: venv
 	$(PY) data/prepare.py
-	$(PY) train.py --recipe person --time_budget 2.5
+	$(PY) train.py --recipe person --time_budget 4
 	$(PY) eval.py --latest
-	$(PY) sweep.py sweep.yaml --name demo --count 3 --param img_size=64 --param time_budget=0.75
+	$(PY) sweep.py sweep.yaml --name demo --count 2 --param img_size=64 --param time_budget=0.75
 	$(PY) eval.py --sweep demo
 	$(PY) sweep.py report demo
 	@$(PY) -m bddseg.outputs

@@ -7,7 +7,7 @@ run's precision; `pick_height` takes the largest height (multiple of 8, MIN_HEIG
 by pixels, gets `MIN_STEPS` into the budget: a fast bf16 CPU gets up to 240 px frames, a slower or fp32 one smaller
 ones (README "Recipes"). The probe runs before the clock starts, like the decode, and takes 9 steps per height (16 s
 in bf16 and 23 s in fp32 at 240x320 on a 2-core Zen 4 EPYC), 6-8 where a step takes over 2.4 s (`PROBE_MAX_S`).
-A short budget on a slow CPU (the demo's 2.5 minutes without bf16) stops after the 96 px steps.
+A short budget on a slow CPU (the demo's 4 minutes without bf16) stops after the 96 px steps.
 
 `--crop auto`: a budget buys a number of optimizer steps, and a slow machine (a CPU without bf16: 2-5x slower per
 step) buys too few on whole frames for a U-Net trained from scratch. `AutoCrop` times the run's first training steps
@@ -62,7 +62,7 @@ def short_budget_note(step_s: float, budget_s: float) -> str:
     steps, need = round(budget_s / step_s), math.ceil(MIN_STEPS * step_s / 60)
     return (f"note: {budget_s / 60:g} min buy about {steps} steps even at {MIN_HEIGHT} px, fewer than the {MIN_STEPS} "
             f"this sizing aims for: from random init, rare classes (person) may stay at IoU 0 (on the synthetic data "
-            f"person first showed after about 600 steps of 96 px frames: README, the demo); --time_budget {need} buys "
+            f"person first showed after about 500 steps of 96 px frames: README, the demo); --time_budget {need} buys "
             f"{MIN_STEPS}")
 
 

@@ -12,7 +12,7 @@ from bddseg import config
 from bddseg.cli import UserError
 from bddseg.models import ARCHS, build_model, param_groups
 
-TIMM_ARCHS = ["timm/resnet18", "timm/convnext_tiny", "timm/efficientnet_b0"]
+TIMM_ARCHS = ["timm/resnet18", "timm/resnet10t", "timm/convnext_tiny", "timm/efficientnet_b0"]  # 10t: the person recipe
 H, W = 64, 114  # not multiples of 32
 
 
