@@ -117,7 +117,7 @@ def test_a_budget_too_short_even_at_the_smallest_height_says_what_would_fit(caps
 
 
 def test_the_short_budget_note_gives_the_budget_that_buys_the_steps():
-    note = short_budget_note(1 / 3, 150)  # the fp32 demo: 2.5 minutes at a third of a second per 96 px step
+    note = short_budget_note(1 / 3, 150)  # 2.5 fp32 minutes at a third of a second per 96 px step
     assert "2.5 min buy about 450 steps even at 96 px" in note and f"--time_budget 6 buys {MIN_STEPS}" in note
     assert f"--time_budget 17 buys {MIN_STEPS}" in short_budget_note(1.0, 60)  # 1000 s: 16.7 minutes, rounded up
 
