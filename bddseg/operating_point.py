@@ -5,10 +5,9 @@
 batches of MIN_HEIGHT-high frames, then, when the budget buys `MIN_STEPS` of those, of MAX_HEIGHT-high ones, in the
 run's precision; `pick_height` takes the largest height (multiple of 8, MIN_HEIGHT..MAX_HEIGHT) whose step, scaled
 by pixels, gets `MIN_STEPS` into the budget: a fast bf16 CPU gets up to 240 px frames, a slower or fp32 one smaller
-ones (README "Recipes"). The probe runs before the clock starts, like the decode, and takes 9 steps per height (12-13
-s in bf16 and 22 s in fp32 at 240x320 for resnet10t on a 2-core Zen 4 EPYC), 6-8 where a step takes over 2.4 s
-(`PROBE_MAX_S`).
-A short budget on a slow CPU (the demo's 4 minutes without bf16) stops after the 96 px steps.
+ones (README "Recipes"). The probe runs before the clock starts, like the decode, and takes 9 steps per height
+(12-13 s in bf16 and 22 s in fp32 at 240x320 for resnet10t on a 2-core Zen 4 EPYC), 6-8 where a step takes over
+2.4 s (`PROBE_MAX_S`). A short budget on a slow CPU (the demo's 4 minutes without bf16) stops after the 96 px steps.
 
 `--crop auto`: a budget buys a number of optimizer steps, and a slow machine (a CPU without bf16: 2-5x slower per
 step) buys too few on whole frames for a U-Net trained from scratch. `AutoCrop` times the run's first training steps
